@@ -339,7 +339,9 @@ class LinearSelfAttention(keras.layers.Layer):
         dim = x.shape[-1]
         qkv = self.qkv_proj(x)                                    # [B, P, N, 1 + 2d]
         q, k, v = qkv[..., :1], qkv[..., 1:1 + dim], qkv[..., 1 + dim:]
-        scores = self.dropout(ops.softmax(q, axis=2), training=training)  # over N
+        # softmax over the N patches (a single patch, at tiny inputs, gets weight 1)
+        scores = ops.ones_like(q) if q.shape[2] == 1 else ops.softmax(q, axis=2)
+        scores = self.dropout(scores, training=training)
         context = ops.sum(k * scores, axis=2, keepdims=True)      # [B, P, 1, d]
         return self.out_proj(ops.relu(v) * context)
 

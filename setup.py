@@ -1,0 +1,30 @@
+"""keras_mobilevit: MobileViT v1/v2/v3 for Keras 3, from ImageNet weights to int8 TFLite."""
+
+from setuptools import find_packages, setup
+
+TF = "tensorflow-cpu>=2.21,<2.22"
+EXTRAS = {
+    # The model code is backend-agnostic Keras; training/ and tflite/ need TensorFlow.
+    "cpu": [TF],
+    "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+    "jax": ["jax[cpu]>=0.4.30"],
+    # tensorflow-datasets 4.9.10 imports importlib_resources without declaring it.
+    "train": ["tensorflow-datasets>=4.9.10,<4.10", "importlib_resources>=6", "matplotlib>=3.8"],
+    "tflite": ["ai-edge-litert>=2.3,<2.4"],
+}
+EXTRAS["test"] = sorted({*EXTRAS["cpu"], *EXTRAS["jax"], *EXTRAS["train"], *EXTRAS["tflite"],
+                         "pytest>=8"})
+
+setup(
+    name="keras_mobilevit",
+    version="0.1.0",
+    description="MobileViT v1, v2 and v3 for Keras 3 with the official ImageNet weights",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_mobilevit", "keras_mobilevit.*"]),
+    package_data={"keras_mobilevit": ["data/*.json", "data/*.md"]},
+    install_requires=["keras>=3.15,<4", "numpy>=2.0,<3", "h5py>=3.10"],
+    extras_require=EXTRAS,
+)

@@ -1,0 +1,168 @@
+"""One suite over every registered variant: build, heads, pooling, shapes, serialization,
+and golden parity against the official PyTorch implementation."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mobilevit as kmv
+from keras_mobilevit import architectures
+from conftest import fixtures_dir
+
+MODELS = kmv.list_models()
+PUBLIC = {
+    "mobilevit_xxs": "MobileViTv1XXS", "mobilevit_xs": "MobileViTv1XS", "mobilevit_s": "MobileViTv1S",
+    "mobilevitv2_050": "MobileViTv2_050", "mobilevitv2_075": "MobileViTv2_075",
+    "mobilevitv2_100": "MobileViTv2_100", "mobilevitv2_125": "MobileViTv2_125",
+    "mobilevitv2_150": "MobileViTv2_150", "mobilevitv2_175": "MobileViTv2_175",
+    "mobilevitv2_200": "MobileViTv2_200", "mobilevitv3_xxs": "MobileViTv3XXS",
+    "mobilevitv3_xs": "MobileViTv3XS", "mobilevitv3_s": "MobileViTv3S",
+    "mobilevitv3_050": "MobileViTv3_050", "mobilevitv3_075": "MobileViTv3_075",
+    "mobilevitv3_100": "MobileViTv3_100",
+}
+# Fixture names (official naming) in the registry's order, e.g. mobilevit_xxs -> mobilevit_v1_xxs.
+FIXTURE_NAME = dict(zip(MODELS, [
+    "mobilevit_v1_xxs", "mobilevit_v1_xs", "mobilevit_v1_s", "mobilevit_v2_050", "mobilevit_v2_075",
+    "mobilevit_v2_100", "mobilevit_v2_125", "mobilevit_v2_150", "mobilevit_v2_175",
+    "mobilevit_v2_200", "mobilevit_v3_xxs", "mobilevit_v3_xs", "mobilevit_v3_s",
+    "mobilevit_v3_050", "mobilevit_v3_075", "mobilevit_v3_100"]))
+GOLDEN = [m for m in MODELS if (fixtures_dir() / f"{FIXTURE_NAME[m]}.npz").exists()] or MODELS[:1]
+TOL = 2e-4  # logits have std ~3; a structural bug shows as O(1)
+
+
+@pytest.fixture(scope="session")
+def manifest(fixtures_path):
+    return json.loads((fixtures_path / "manifest.json").read_text())
+
+
+def _images(n=2, h=64, w=64, seed=0):
+    return np.random.RandomState(seed).uniform(0, 255, (n, h, w, 3)).astype("float32")
+
+
+def _stage_shapes(model):
+    feats = kmv.get_feature_extractor(model).output
+    return {k: [1, v.shape[3], v.shape[1], v.shape[2]] for k, v in feats.items()}
+
+
+def test_registry_names_and_public_builders():
+    assert MODELS == list(PUBLIC)
+    for name, fn in PUBLIC.items():
+        assert callable(getattr(kmv, fn)), fn
+    with pytest.raises(ValueError, match="Valid names: mobilevit_xxs, mobilevit_xs"):
+        kmv.create_model("mobilevit_xxxl")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_count_and_stage_shapes(name, manifest):
+    variant = manifest["variants"][FIXTURE_NAME[name]]
+    for size in (256, 224):
+        model = getattr(kmv, PUBLIC[name])(input_shape=(size, size, 3))
+        expected = {k: v for k, v in variant[f"stage_shapes_nchw_{size}"].items()
+                    if k in kmv.models.FEATURE_LEVELS}
+        assert _stage_shapes(model) == expected
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == manifest["param_counts"][FIXTURE_NAME[name]] == variant["param_count"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_top_custom_input_shape_and_keras_roundtrip(name, tmp_path):
+    # 96 x 80: 80 is not a multiple of 32, so the resize paths are exercised too.
+    model = kmv.create_model(name, input_shape=(96, 80, 3), classes=7,
+                             classifier_activation=None)
+    x = _images(2, 96, 80)
+    y = model.predict(x, verbose=0)
+    assert y.shape == (2, 7) and np.isfinite(y).all()
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
+    for layer in model.layers:  # Keras core layers, or ours registered: safe_mode loads them
+        cls = type(layer)
+        assert cls.__module__.startswith("keras.src.") or keras.saving.get_registered_object(
+            keras.saving.get_registered_name(cls)) is cls, cls
+        assert "get_config" in vars(cls) or cls.__module__.startswith("keras.src.") or not vars(
+            cls).get("__init__"), f"{cls.__name__} must implement get_config"
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), y)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_no_top_and_pooling(name):
+    spec = architectures.get_spec(name)
+    x = _images(1, 64, 96)
+    features = kmv.create_model(name, include_top=False)  # (None, None, 3) input
+    # 96 / 32 = 3: v1-style blocks resize 3 -> 4 -> 3; v2-style resize the input to 4 for good.
+    width = 3 if spec.family.resize == "unfold" else 4
+    assert features(x).shape == (1, 2, width, spec.head_channels)
+    for pooling in ("avg", "max"):
+        pooled = kmv.create_model(name, include_top=False, pooling=pooling,
+                                  input_shape=(64, 96, 3))
+        assert pooled(x).shape == (1, spec.head_channels)
+    assert not any(layer.name.startswith("classifier") for layer in pooled.layers)
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_parity_through_weights_argument(name, fixtures_path):
+    """Stage features and logits at 256 and 224 match the official code (max abs <= 2e-4)."""
+    golden = np.load(fixtures_path / f"{FIXTURE_NAME[name]}.npz")
+    pt = str(fixtures_path / f"{FIXTURE_NAME[name]}.pt")
+    model = kmv.create_model(name, weights=pt, include_preprocessing=False,
+                             classifier_activation=None)
+    levels = kmv.models.FEATURE_LEVELS + (("s32_exp",) if "features_s32_exp" in golden else ())
+    outputs = kmv.get_feature_extractor(model, levels)(golden["input_nhwc"])
+    for level in levels:
+        np.testing.assert_allclose(np.asarray(outputs[level]), golden[f"features_{level}"],
+                                   rtol=0, atol=TOL, err_msg=level)
+    np.testing.assert_allclose(model.predict(golden["input_nhwc"], verbose=0), golden["logits"],
+                               rtol=0, atol=TOL)
+    model_224 = kmv.create_model(name, weights=pt, include_preprocessing=False,
+                                 classifier_activation=None, input_shape=(224, 224, 3))
+    np.testing.assert_allclose(model_224.predict(golden["input_nhwc_224"], verbose=0),
+                               golden["logits_224"], rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_builtin_preprocessing_matches_official_input(name, fixtures_path):
+    """RGB pixels in [0, 255] -> [0, 1] (+ BGR flip for v1-style weights) inside the model."""
+    golden = np.load(fixtures_path / f"{FIXTURE_NAME[name]}.npz")
+    pt = str(fixtures_path / f"{FIXTURE_NAME[name]}.pt")
+    model = kmv.create_model(name, weights=pt, classifier_activation=None)
+    network_input = golden["input_nhwc"]  # what the PyTorch network saw
+    bgr = architectures.get_spec(name).family.bgr
+    rgb_pixels = (network_input[..., ::-1] if bgr else network_input) * 255.0
+    np.testing.assert_allclose(model.predict(rgb_pixels, verbose=0), golden["logits"],
+                               rtol=0, atol=TOL)
+    np.testing.assert_allclose(np.asarray(kmv.preprocess_input(rgb_pixels, name)),
+                               network_input, atol=1e-6)
+
+
+def test_dynamic_input_size_matches_static(fixtures_path):
+    """(None, None, 3) models resize exactly as the static ones at 224 (7 -> 8 -> 7)."""
+    for name in ("mobilevitv3_xxs", "mobilevitv3_050"):
+        pt = str(fixtures_path / f"{FIXTURE_NAME[name]}.pt")
+        golden = np.load(fixtures_path / f"{FIXTURE_NAME[name]}.npz")
+        model = kmv.create_model(name, weights=pt, include_preprocessing=False,
+                                 classifier_activation=None, input_shape=(None, None, 3))
+        np.testing.assert_allclose(model.predict(golden["input_nhwc_224"], verbose=0),
+                                   golden["logits_224"], rtol=0, atol=TOL)
+        np.testing.assert_allclose(model.predict(golden["input_nhwc"], verbose=0),
+                                   golden["logits"], rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_backbone_output_strides(output_stride):
+    backbone = kmv.create_backbone("mobilevitv3_xs", output_stride=output_stride)
+    feats = backbone(_images(1, 128, 128))
+    assert sorted(feats) == sorted(kmv.models.FEATURE_LEVELS)
+    expected = {"s2": 64, "s4": 32, "s8": 16, "s16": 128 // min(16, output_stride),
+                "s32": 128 // output_stride}
+    assert {k: v.shape[1] for k, v in feats.items()} == expected
+    assert feats["s32"].shape[-1] == 160
+
+
+def test_input_tensor():
+    inputs = keras.Input((64, 64, 3), name="camera")
+    model = kmv.MobileViTv2_050(input_tensor=inputs, classes=3)
+    assert model.inputs[0] is inputs
+    assert model(_images(1)).shape == (1, 3)
