@@ -227,8 +227,10 @@ def MobileViT(
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="global_pool")(x)
 
-    model_inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
-    model = keras.Model(model_inputs, x, name=name or spec.name)
+    if input_tensor is not None:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+        inputs = inputs[0] if len(inputs) == 1 else inputs
+    model = keras.Model(inputs, x, name=name or spec.name)
     if weights is not None:
         W.load_weights(model, weights, spec.name)
     return model
@@ -274,7 +276,7 @@ def get_feature_extractor(model, levels=FEATURE_LEVELS):
                 f"{model.name} has no feature level {level!r}; valid levels are "
                 f"{FEATURE_LEVELS} (and 's32_exp' for v1 and v3 XXS/XS/S)."
             ) from None
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    return keras.Model(model.input, outputs, name=f"{model.name}_features")
 
 
 def create_backbone(name, output_stride=32, weights=None, input_shape=(None, None, 3),

@@ -170,6 +170,8 @@ def _download_imagenet(model_name):
     mirror = os.environ.get(MIRROR_ENV)
     origin = f"{mirror.rstrip('/')}/{fname}" if mirror else url
     subdir = os.path.join("models", "keras_mobilevit")
+    # get_file silently falls back to /tmp/.keras when the cache folder does not exist yet.
+    os.makedirs(cache_dir(), exist_ok=True)
     try:
         path = keras.utils.get_file(fname=f"{model_name}-{fname}", origin=origin,
                                     file_hash=sha256, cache_subdir=subdir,

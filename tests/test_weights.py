@@ -1,0 +1,148 @@
+"""Official weights: the download path (against a local HTTP server), the cache, strict
+loading and the errors a user gets for bad input."""
+
+import functools
+import http.server
+import shutil
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+import keras_mobilevit as kmv
+from keras_mobilevit import weights as W
+from keras_mobilevit.torch_reader import CheckpointError, load_torch_state_dict
+
+TOL = 2e-4
+
+
+class _Server:
+    """A static file server on 127.0.0.1 that counts the requests it answers."""
+
+    def __init__(self, root):
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                outer.requests.append(self.path)
+
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def mirror(tmp_path, fixtures_path, monkeypatch):
+    """Upstream file names served from 127.0.0.1; an empty cache."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    shutil.copy(fixtures_path / "mobilevit_v1_xxs.pt", root / "mobilevit_xxs.pt")
+    # v3 weights are published as a zip holding <folder>/checkpoint_ema_best.pt.
+    with zipfile.ZipFile(root / "mobilevitv3_XXS_e300_7098.zip", "w") as archive:
+        archive.write(fixtures_path / "mobilevit_v3_xxs.pt",
+                      "mobilevitv3_XXS_e300_7098/checkpoint_ema_best.pt")
+    server = _Server(root)
+    monkeypatch.setenv(W.MIRROR_ENV, server.url)
+    monkeypatch.setenv(W.CACHE_ENV, str(tmp_path / "cache"))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("builder,fixture", [("MobileViTv1XXS", "mobilevit_v1_xxs"),
+                                             ("MobileViTv3XXS", "mobilevit_v3_xxs")])
+def test_imagenet_download_convert_cache_then_offline(mirror, fixtures_path, builder, fixture):
+    golden = np.load(fixtures_path / f"{fixture}.npz")
+    build = getattr(kmv, builder)
+    model = build(weights="imagenet", include_preprocessing=False, classifier_activation=None)
+    np.testing.assert_allclose(model.predict(golden["input_nhwc"], verbose=0), golden["logits"],
+                               rtol=0, atol=TOL)
+    assert len(mirror.requests) == 1
+    mirror.stop()  # from now on the network is gone: the converted cache must serve
+    again = build(weights="imagenet", include_top=False, include_preprocessing=False)
+    features = kmv.get_feature_extractor(again, ("s32",))(golden["input_nhwc"])
+    np.testing.assert_allclose(np.asarray(features["s32"]), golden["features_s32"],
+                               rtol=0, atol=TOL)
+    assert len(mirror.requests) == 1
+
+
+def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv(W.MIRROR_ENV, "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setenv(W.CACHE_ENV, str(tmp_path))
+    with pytest.raises(RuntimeError, match="(?s)Offline\\?.*weights=") as err:
+        kmv.MobileViTv2_050(weights="imagenet")
+    assert "mobilevitv2-0.5.pt" in str(err.value)
+
+
+def test_imagenet_weights_need_1000_classes():
+    with pytest.raises(ValueError, match="classes=10.*include_top=False"):
+        kmv.MobileViTv3XS(weights="imagenet", classes=10)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(weights="/no/such/file.pt"), "must be None, 'imagenet', or the path"),
+    (dict(input_shape=(64, 64, 1)), "RGB images as \\(height, width, 3\\)"),
+    (dict(input_shape=(3, 64, 64)), "channels last"),
+    (dict(input_shape=(16, 64, 3)), "too small"),
+    (dict(pooling="sum", include_top=False), "pooling"),
+    (dict(output_stride=4), "output_stride"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kmv.create_model("mobilevitv3_xxs", **kwargs)
+
+
+def test_truncated_checkpoint(tmp_path, fixtures_path):
+    data = (fixtures_path / "mobilevit_v3_xxs.pt").read_bytes()
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        kmv.MobileViTv3XXS(weights=str(bad))
+
+
+def test_checkpoint_of_another_variant(fixtures_path):
+    with pytest.raises(CheckpointError) as err:
+        kmv.MobileViTv3XXS(weights=str(fixtures_path / "mobilevit_v3_xs.pt"))
+    message = str(err.value)
+    assert "another variant" in message and "wrong shape" in message
+    assert "conv_1x1_exp.block.conv.weight" in message or "layer_1.0" in message
+
+
+def test_strict_missing_unexpected_and_prefixes(fixtures_path):
+    state = load_torch_state_dict(fixtures_path / "mobilevit_v2_050.pt")
+    model = kmv.MobileViTv2_050(include_preprocessing=False, classifier_activation=None)
+
+    missing = {k: v for k, v in state.items() if k != "layer_3.1.global_rep.2.weight"}
+    with pytest.raises(CheckpointError, match="(?s)1 missing key.*layer_3.1.global_rep.2.weight"):
+        W.assign_state_dict(model, missing)
+
+    extra = dict(state, **{"layer_9.0.bogus.weight": np.zeros(3, "float32")})
+    with pytest.raises(CheckpointError, match="(?s)1 unexpected key.*layer_9.0.bogus.weight"):
+        W.assign_state_dict(model, extra)
+
+    # Upstream files sometimes carry an "encoder." prefix: it is stripped.
+    W.assign_state_dict(model, {f"encoder.{k}": v for k, v in state.items()})
+    golden = np.load(fixtures_path / "mobilevit_v2_050.npz")
+    np.testing.assert_allclose(model.predict(golden["input_nhwc"], verbose=0), golden["logits"],
+                               rtol=0, atol=TOL)
+
+
+def test_classifier_of_other_width_is_a_clear_error(fixtures_path):
+    with pytest.raises(CheckpointError, match="classifier.fc.weight"):
+        kmv.MobileViTv1XXS(weights=str(fixtures_path / "mobilevit_v1_xxs.pt"), classes=10)
+
+
+def test_keras_weights_file_roundtrip(tmp_path, fixtures_path):
+    model = kmv.MobileViTv3_050(weights=str(fixtures_path / "mobilevit_v3_050.pt"))
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    again = kmv.MobileViTv3_050(weights=str(path))
+    x = np.random.RandomState(0).uniform(0, 255, (1, 256, 256, 3)).astype("float32")
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
