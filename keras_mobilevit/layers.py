@@ -262,7 +262,9 @@ class LayerNorm(keras.layers.Layer):
         axes = -1 if self.axes == "last" else tuple(range(1, len(x.shape)))
         mean = ops.mean(x, axis=axes, keepdims=True)
         centered = x - mean
-        var = ops.mean(ops.square(centered), axis=axes, keepdims=True)
+        # centered * centered, not square(): the converter would fuse square(x - mean)
+        # into SQUARED_DIFFERENCE, whose int8 kernel aborts LiteRT 2.3 at allocation.
+        var = ops.mean(centered * centered, axis=axes, keepdims=True)
         return centered * ops.rsqrt(var + self.epsilon) * self.gamma + self.beta
 
     def compute_output_shape(self, input_shape):
