@@ -259,13 +259,17 @@ class LayerNorm(keras.layers.Layer):
         self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
 
     def call(self, x):
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        if dtype in ("float16", "bfloat16"):  # statistics in float32 under mixed precision
+            x = ops.cast(x, "float32")
         axes = -1 if self.axes == "last" else tuple(range(1, len(x.shape)))
         mean = ops.mean(x, axis=axes, keepdims=True)
         centered = x - mean
         # centered * centered, not square(): the converter would fuse square(x - mean)
         # into SQUARED_DIFFERENCE, whose int8 kernel aborts LiteRT 2.3 at allocation.
         var = ops.mean(centered * centered, axis=axes, keepdims=True)
-        return centered * ops.rsqrt(var + self.epsilon) * self.gamma + self.beta
+        gamma, beta = ops.cast(self.gamma, x.dtype), ops.cast(self.beta, x.dtype)
+        return ops.cast(centered * ops.rsqrt(var + self.epsilon) * gamma + beta, dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -221,7 +221,9 @@ def MobileViT(
         if rate:
             x = keras.layers.Dropout(rate, name="classifier_dropout")(x)
         head = "classifier.fc" if spec.family.head_expansion else "classifier.1"
-        x = keras.layers.Dense(classes, activation=classifier_activation, name=head)(x)
+        # float32 logits even under mixed precision (a float16 softmax/loss loses accuracy)
+        x = keras.layers.Dense(classes, activation=classifier_activation, name=head,
+                               dtype="float32")(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     elif pooling == "max":

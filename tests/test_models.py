@@ -166,3 +166,18 @@ def test_input_tensor():
     model = kmv.MobileViTv2_050(input_tensor=inputs, classes=3)
     assert model.inputs[0] is inputs
     assert model(_images(1)).shape == (1, 3)
+
+
+def test_mixed_precision_trains_with_float32_logits():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = kmv.create_model("mobilevitv3_xxs", input_shape=(32, 32, 3), classes=4,
+                                 classifier_activation=None)
+        norm = model.get_layer("layer_3.1.global_rep.0.pre_norm_mha.0")
+        assert norm.compute_dtype == "float16" and model.output.dtype == "float32"
+        model.compile(optimizer="adam",
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        history = model.fit(_images(4, 32, 32), np.eye(4, dtype="float32"), verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
