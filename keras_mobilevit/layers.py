@@ -307,7 +307,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         qkv = ops.transpose(qkv, (0, 2, 1, 3))                    # [B', 3h, N, hd]
         q, k, v = qkv[:, :h], qkv[:, h:2 * h], qkv[:, 2 * h:]      # [B', h, N, hd] each
         q = q * (hd ** -0.5)
-        attn = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), axis=-1)
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))   # [B', h, N, N]
+        # a single patch (tiny inputs) attends to itself with weight 1
+        attn = ops.ones_like(scores) if scores.shape[-1] == 1 else ops.softmax(scores, axis=-1)
         attn = self.dropout(attn, training=training)              # [B', h, N, N]
         out = ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3))    # [B', N, h, hd]
         return self.out_proj(ops.reshape(out, (-1, n, dim)))
