@@ -1,0 +1,248 @@
+"""tflite/: conversion, QAT, int8 graph checks, Android artifacts, benchmark helpers.
+
+One real variant (mobilevitv3_xxs at 32x32, logits out) is converted once per session
+to float32 and to int8 through QAT (ranges calibrated, no training): builtin ops only,
+uint8 I/O with raw-pixel input scale, integer kernels except the listed float islands,
+float parity. Error paths use tiny models. All 16 variants: tests/test_tflite_slow.py.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
+
+import keras_mobilevit as kmv  # noqa: E402
+from tflite import analyze, android, benchmark, convert, op_profile, qat, rewrite  # noqa: E402
+
+SIZE = 32
+# What each float op left in the default int8 graph is there for (see tflite/README.md).
+FLOAT_ISLAND_OPS = {"DEQUANTIZE", "QUANTIZE", "SOFTMAX", "RSQRT", "ADD"}
+
+
+def _pixels(n, size=SIZE, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def float_model():
+    keras.utils.set_random_seed(0)
+    model = kmv.create_model("mobilevitv3_xxs", input_shape=(SIZE, SIZE, 3), classes=10,
+                             classifier_activation=None)
+    # Non-trivial BatchNorm statistics, so that folding them is actually tested.
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        norm = getattr(layer, "norm", None)
+        if norm is not None:
+            norm.moving_mean.assign(rng.normal(0, 0.2, norm.moving_mean.shape))
+            norm.moving_variance.assign(rng.uniform(0.5, 2.0, norm.moving_variance.shape))
+    return model
+
+
+@pytest.fixture(scope="module")
+def qat_model(float_model):
+    return qat.make_qat_model(float_model, calibration_data=_pixels(16), batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def float_tflite(float_model):
+    return convert.convert(float_model, "float32")
+
+
+@pytest.fixture(scope="module")
+def calibrated(qat_model, tmp_path_factory):
+    """The QAT model's calibrated float graph, quantized per test with other options."""
+    folder = str(tmp_path_factory.mktemp("saved_model"))
+    convert._export_saved_model(qat_model, (SIZE, SIZE, 3), folder, convert.RAW_PIXELS)
+    return convert.calibrate_tflite(folder, _pixels(16))
+
+
+@pytest.fixture(scope="module")
+def int8_tflite(calibrated):
+    """What `convert.convert(qat_model, "int8", ...)` returns (same steps, shared work)."""
+    return rewrite.float_islands(convert.quantize_calibrated(calibrated), convert.KEEP_FLOAT)
+
+
+def _run(content, images):
+    return benchmark.predict_tflite(content if isinstance(content, str) else _save(content), images)
+
+
+def _save(content, _cache={}):
+    import tempfile
+
+    if id(content) not in _cache:
+        f = tempfile.NamedTemporaryFile(suffix=".tflite", delete=False)
+        f.write(content)
+        f.close()
+        _cache[id(content)] = f.name
+    return _cache[id(content)]
+
+
+def test_float32_builtin_batch1_and_matches_keras(float_model, float_tflite):
+    graph = analyze.load(float_tflite)
+    assert analyze.non_builtin_ops(graph) == []
+    assert graph.inputs[0].shape == (1, SIZE, SIZE, 3) and graph.inputs[0].dtype == "float32"
+    assert "SHAPE" not in graph.op_counts()  # no dynamic-batch shape arithmetic
+    x = _pixels(3, seed=1)
+    np.testing.assert_allclose(_run(float_tflite, x), float_model.predict(x, verbose=0),
+                               rtol=0, atol=1e-4)
+
+
+def test_qat_model_matches_float_model(float_model, qat_model):
+    x = _pixels(8, seed=2)
+    y_float = float_model.predict(x, verbose=0)
+    y_qat = qat_model.predict(x, verbose=0)
+    # int8 rounding only: small against the spread of the logits
+    assert np.abs(y_qat - y_float).max() < 0.1 * np.ptp(y_float)
+    assert not any(isinstance(l, keras.layers.BatchNormalization)
+                   for l in qat_model._flatten_layers())
+
+
+def test_qat_keras_file_round_trips(qat_model, tmp_path):
+    path = tmp_path / "qat.keras"
+    qat_model.save(path)
+    loaded = qat.load_qat_model(path)
+    x = _pixels(2, seed=3)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat_model.predict(x, verbose=0))
+    ranges = {q.name: (float(q.range_min.numpy()), float(q.range_max.numpy()))
+              for q in qat.fake_quant_layers(qat_model) if q.fixed_range is None}
+    assert ranges and all(lo < hi for lo, hi in ranges.values())
+
+
+def test_int8_io_builtin_and_integer_kernels(int8_tflite):
+    graph = analyze.load(int8_tflite)
+    assert analyze.non_builtin_ops(graph) == []
+    inp, out = graph.inputs[0], graph.outputs[0]
+    assert inp.dtype == "uint8" and out.dtype == "uint8"
+    assert inp.scale == (1.0,) and inp.zero_point == (0,)  # raw camera pixels go in as-is
+    floats = analyze.float_ops(graph)
+    assert {op.name for op in floats} <= FLOAT_ISLAND_OPS, [str(op) for op in floats]
+    for op in graph.ops:  # every weighted kernel is integer
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
+            assert [t.dtype for t in op.inputs[:2]] in (["int8", "int8"],), str(op)
+
+
+def test_strict_int8_has_no_float_op(calibrated):
+    strict = convert.quantize_calibrated(calibrated, "int8")
+    graph = analyze.load(strict)
+    assert analyze.float_ops(graph) == []
+    assert graph.inputs[0].dtype == "int8" and graph.inputs[0].zero_point == (-128,)
+
+
+def test_float_islands_keep_int8_results(calibrated, int8_tflite):
+    strict = convert.quantize_calibrated(calibrated, "uint8")
+    x = _pixels(4, seed=4)
+    a, b = _run(strict, x), _run(int8_tflite, x)
+    spread = np.ptp(a)
+    assert np.abs(a - b).max() <= 0.1 * spread  # float softmax / rsqrt: a few int8 steps
+    assert rewrite.float_islands(strict, ()) == strict
+
+
+def test_int8_close_to_float(float_model, int8_tflite):
+    x = _pixels(8, seed=5)
+    y_float = float_model.predict(x, verbose=0)
+    y_int8 = _run(int8_tflite, x)
+    assert np.abs(y_int8 - y_float).max() < 0.15 * np.ptp(y_float)
+
+
+def test_xnnpack_takes_the_attention_matmuls(int8_tflite):
+    graph = analyze.load(int8_tflite)
+    delegated = analyze.delegated_ops(graph)
+    matmuls = [op for op in graph.ops if op.name == "BATCH_MATMUL"]
+    assert matmuls and all(op.index in delegated for op in matmuls)
+    assert all(op.inputs[1].zero_point == (0,) for op in matmuls)  # what XNNPACK requires
+
+
+def test_android_artifacts(int8_tflite, tmp_path):
+    path = tmp_path / "m_int8.tflite"
+    path.write_bytes(int8_tflite)
+    labels = [f"c{i}" for i in range(10)]
+    spec = android.write_artifacts(str(path), labels=labels, quantization="int8")
+    assert (tmp_path / "m_int8.labels.txt").read_text().split() == labels
+    written = json.loads((tmp_path / "m_int8.json").read_text())
+    assert written == spec
+    assert spec["input"]["shape"] == [1, SIZE, SIZE, 3] and spec["input"]["dtype"] == "uint8"
+    assert spec["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
+    assert "RGB" in spec["input"]["pixel_format"]
+    assert spec["output"]["quantization"]["scale"] > 0
+    with pytest.raises(ValueError, match="labels"):
+        android.model_spec(str(path), labels=["just one"])
+
+
+def test_op_profile_times_every_op(int8_tflite):
+    rows = op_profile.profile(int8_tflite)
+    assert len(rows) == len(analyze.load(int8_tflite).ops)
+    assert all(r["ms"] > 0 for r in rows)
+    assert "BATCH_MATMUL" in op_profile.report(rows)
+
+
+def test_latency_and_memory(float_tflite, int8_tflite):
+    paths = {"float32": _save(float_tflite), "int8": _save(int8_tflite)}
+    lat = benchmark.latency(paths, threads=1, warmup=1, runs=4, rounds=2)
+    assert set(lat) == set(paths) and all(v["p90_ms"] >= v["p50_ms"] > 0 for v in lat.values())
+    mem = benchmark.peak_memory(paths["int8"])
+    assert 0 < mem["model_rss_bytes"] < mem["peak_rss_bytes"] < 2**31
+
+
+# --- bad input gets a clear error --------------------------------------------------
+
+
+def _tiny(layer=None):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    if layer is not None:
+        x = layer(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class _Sin(keras.layers.Layer):
+    def call(self, x):
+        return keras.ops.sin(x)
+
+
+def test_not_fully_quantizable_names_the_op():
+    with pytest.raises(convert.NotFullyQuantizableError, match="SIN") as info:
+        convert.convert(_tiny(_Sin()), "int8", _pixels(4, 8))
+    assert info.value.ops and info.value.ops[0].name == "SIN"
+
+
+@pytest.mark.parametrize("data, message", [
+    (None, "needs a representative dataset"),
+    (np.zeros((0, 8, 8, 3), "float32"), "empty"),
+    (np.zeros((4, 8, 9, 3), "float32"), "shape"),
+    (np.full((4, 8, 8, 3), 0.5, "float32"), "raw"),
+    (np.full((4, 8, 8, 3), np.nan, "float32"), "NaN"),
+])
+def test_bad_representative_dataset(data, message):
+    with pytest.raises(convert.RepresentativeDatasetError, match=message):
+        convert.convert(_tiny(), "int8", data)
+
+
+def test_representative_dataset_from_tf_data():
+    ds = tf.data.Dataset.from_tensor_slices((_pixels(6, 8), np.arange(6))).batch(4)
+    samples = convert.representative_samples(ds, (8, 8, 3), num_samples=5)
+    assert samples.shape == (5, 8, 8, 3)
+
+
+def test_truncated_tflite(float_tflite, tmp_path):
+    path = tmp_path / "cut.tflite"
+    path.write_bytes(float_tflite[: len(float_tflite) // 2])
+    with pytest.raises(analyze.TFLiteFileError, match="truncated or corrupt"):
+        analyze.load(str(path))
+    with pytest.raises(analyze.TFLiteFileError, match="not a .tflite"):
+        analyze.load(b"\x00" * 16)
+
+
+def test_qat_rejects_unsupported_layer():
+    model = _tiny(keras.layers.LayerNormalization(name="keras_norm"))
+    with pytest.raises(qat.UnsupportedLayerError, match="'conv2d.*Conv2D|keras_norm"):
+        qat.make_qat_model(model)
+
+
+def test_unknown_mode():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        convert.convert(_tiny(), "int4")

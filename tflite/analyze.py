@@ -1,0 +1,233 @@
+"""Read a `.tflite` flatbuffer: op list, tensor types, builtin-only and int8 checks.
+
+Example:
+    >>> from tflite import analyze
+    >>> graph = analyze.load("model.tflite")
+    >>> analyze.non_builtin_ops(graph)   # [] for a deployable model
+    >>> analyze.float_ops(graph)         # ops that still compute in float
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import OpResolverType
+
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+_FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16"}
+# Ops that only move or reinterpret data: they run on whatever dtype they are given.
+LAYOUT_OPS = frozenset({
+    "RESHAPE", "TRANSPOSE", "CONCATENATION", "PAD", "PADV2", "GATHER", "SLICE",
+    "STRIDED_SLICE", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK", "SPLIT", "SPLIT_V",
+    "REVERSE_V2", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "TILE", "BROADCAST_TO",
+})
+
+
+class TFLiteFileError(ValueError):
+    """The bytes are not a complete, valid `.tflite` flatbuffer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    index: int
+    name: str
+    dtype: str
+    shape: tuple
+    is_constant: bool
+    scale: tuple = ()
+    zero_point: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    index: int
+    name: str  # builtin name such as "CONV_2D"; "CUSTOM:<code>" for custom and Flex ops
+    inputs: tuple  # of Tensor
+    outputs: tuple  # of Tensor
+
+    @property
+    def is_builtin(self):
+        return not self.name.startswith("CUSTOM:")
+
+    @property
+    def float_tensors(self):
+        return [t for t in self.inputs + self.outputs if t.dtype in _FLOAT_TYPES]
+
+    def __str__(self):
+        ins = ", ".join(t.dtype for t in self.inputs)
+        outs = ", ".join(t.dtype for t in self.outputs)
+        where = self.outputs[0].name if self.outputs else "?"
+        return f"#{self.index} {self.name}({ins}) -> ({outs}) at '{where}'"
+
+
+@dataclasses.dataclass
+class Graph:
+    """Subgraph 0 of a `.tflite` file, with the raw bytes kept for interpreters."""
+
+    content: bytes
+    model: object  # schema.ModelT
+    ops: list
+    inputs: list
+    outputs: list
+
+    @property
+    def size_bytes(self):
+        return len(self.content)
+
+    def op_counts(self):
+        counts = {}
+        for op in self.ops:
+            counts[op.name] = counts.get(op.name, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def read_bytes(model):
+    """Return the bytes of `model` (a path or bytes) after checking they form a valid flatbuffer."""
+    if isinstance(model, (str, os.PathLike)):
+        with open(model, "rb") as f:
+            content = f.read()
+        source = os.fspath(model)
+    else:
+        content = bytes(model)
+        source = "<bytes>"
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise TFLiteFileError(
+            f"{source}: not a .tflite file ({len(content)} bytes, missing the 'TFL3' identifier)"
+        )
+    try:
+        # The interpreter runs the flatbuffer verifier, which catches truncation.
+        Interpreter(
+            model_content=content,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    except ValueError as e:
+        if "not a valid Flatbuffer" in str(e):
+            raise TFLiteFileError(
+                f"{source}: truncated or corrupt .tflite file ({len(content)} bytes): {e}"
+            ) from None
+        # Any other failure (e.g. unresolved Flex ops) is for the op checks to report.
+    return content
+
+
+def load(model):
+    """Parse a `.tflite` file (path, bytes or Graph) into a `Graph`."""
+    if isinstance(model, Graph):
+        return model
+    content = read_bytes(model)
+    m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    sg = m.subgraphs[0]
+    codes = []
+    for oc in m.operatorCodes:
+        code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+        name = _OP_NAMES.get(code, str(code))
+        if name == "CUSTOM":
+            custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
+            name = f"CUSTOM:{custom}"
+        codes.append(name)
+    tensors = [_tensor(m, sg, i) for i in range(len(sg.tensors))]
+    ops = []
+    for i, o in enumerate(sg.operators or []):
+        ins = tuple(tensors[j] for j in (o.inputs if o.inputs is not None else []) if j >= 0)
+        outs = tuple(tensors[j] for j in (o.outputs if o.outputs is not None else []))
+        ops.append(Op(i, codes[o.opcodeIndex], ins, outs))
+    return Graph(
+        content=content,
+        model=m,
+        ops=ops,
+        inputs=[tensors[i] for i in sg.inputs],
+        outputs=[tensors[i] for i in sg.outputs],
+    )
+
+
+def _tensor(m, sg, i):
+    t = sg.tensors[i]
+    buf = m.buffers[t.buffer] if t.buffer < len(m.buffers) else None
+    const = buf is not None and (
+        (buf.data is not None and len(buf.data) > 0) or getattr(buf, "size", 0) > 0
+    )
+    q = t.quantization
+    scale = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
+    zp = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
+    name = t.name.decode() if isinstance(t.name, bytes) else (t.name or "")
+    shape = tuple(int(s) for s in t.shape) if t.shape is not None else ()
+    return Tensor(i, name, _TYPE_NAMES.get(t.type, str(t.type)), shape, const, scale, zp)
+
+
+def non_builtin_ops(model):
+    """Ops that need a custom op resolver or the Flex (TensorFlow) delegate."""
+    return [op for op in load(model).ops if not op.is_builtin]
+
+
+def float_ops(model):
+    """Ops that read or write a float tensor: in a full-integer graph these should be none."""
+    return [op for op in load(model).ops if op.float_tensors]
+
+
+def io_spec(model):
+    """Input and output tensors as the app sees them: name, shape, dtype, scale, zero point."""
+    g = load(model)
+
+    def spec(t):
+        d = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+        if t.scale:
+            d["quantization"] = {"scale": t.scale[0], "zero_point": t.zero_point[0]}
+        return d
+
+    return {"inputs": [spec(t) for t in g.inputs], "outputs": [spec(t) for t in g.outputs]}
+
+
+def delegated_ops(model, num_threads=1):
+    """Indices of the ops that the default XNNPACK delegate takes over."""
+    g = load(model)
+    it = Interpreter(
+        model_content=g.content,
+        num_threads=num_threads,
+        experimental_disable_delegate_node_fusion=True,  # one delegate node per op
+    )
+    it.allocate_tensors()
+    w = it._interpreter
+    by_output = {op.outputs[0].index: op.index for op in g.ops if op.outputs}
+    taken = set()
+    for n in range(len(g.ops), w.NumNodes()):
+        for t in w.NodeOutputs(n):
+            if t in by_output:
+                taken.add(by_output[t])
+    return taken
+
+
+def summary(model):
+    """A short multi-line description: size, I/O, op counts, float and non-builtin ops."""
+    g = load(model)
+    spec = io_spec(g)
+    lines = [f"size: {g.size_bytes / 1e6:.2f} MB, ops: {len(g.ops)}"]
+    for kind in ("inputs", "outputs"):
+        for t in spec[kind]:
+            q = t.get("quantization")
+            qs = f" scale={q['scale']:.6g} zero_point={q['zero_point']}" if q else ""
+            lines.append(f"{kind[:-1]}: {t['name']} {t['shape']} {t['dtype']}{qs}")
+    lines.append("op counts: " + ", ".join(f"{k} x{v}" for k, v in g.op_counts().items()))
+    for op in non_builtin_ops(g):
+        lines.append(f"NOT BUILTIN: {op}")
+    floats = float_ops(g)
+    if floats and any(t.dtype in ("int8", "uint8") for t in g.inputs):
+        lines.append(f"float ops in an integer graph: {len(floats)}")
+        lines.extend(f"  {op}" for op in floats)
+    return "\n".join(lines)
+
+
+def random_inputs(model, seed=0):
+    """One random array per input, matching dtype and shape (pixels for 8-bit inputs)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in load(model).inputs:
+        if t.dtype in ("uint8", "int8"):
+            info = np.iinfo(t.dtype)
+            out.append(rng.integers(info.min, info.max + 1, t.shape).astype(t.dtype))
+        elif t.dtype in _FLOAT_TYPES:
+            out.append(rng.uniform(0, 255, t.shape).astype(t.dtype))
+        else:
+            out.append(np.zeros(t.shape, t.dtype))
+    return out

@@ -1,0 +1,86 @@
+"""What an Android app needs next to a `.tflite`: the labels and an I/O specification.
+
+`write_artifacts("out/m_int8.tflite", labels=[...])` writes `out/m_int8.labels.txt` (one
+class name a line, line i = output index i) and `out/m_int8.json`:
+
+    {"input": {"shape": [1, 256, 256, 3], "dtype": "uint8", "layout": "NHWC",
+               "quantization": {"scale": 1.0, "zero_point": 0},
+               "pixel_format": "RGB, 0..255 per channel, no mean/std ..."},
+     "output": {"shape": [1, 10], "dtype": "uint8", "quantization": {...}, ...}, ...}
+"""
+
+import hashlib
+import json
+import os
+
+from tflite import analyze
+
+
+def read_labels(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def _pixel_format(dtype, quant, pixel_range):
+    if pixel_range is None:
+        return "as the model's own preprocessing expects (no preprocessing inside the model)"
+    lo, hi = pixel_range
+    text = (f"RGB, {lo:g}..{hi:g} per channel (raw pixels, no mean/std normalization: "
+            "the model rescales inside)")
+    if quant and dtype in ("uint8", "int8"):
+        text += (f"; feed bytes as q = round(pixel / {quant['scale']:.6g}) + "
+                 f"{quant['zero_point']}" + (" (i.e. unchanged)" if dtype == "uint8" and
+                                             abs(quant["scale"] - 1) < 1e-6 and
+                                             quant["zero_point"] == 0 else ""))
+    return text
+
+
+def model_spec(tflite_model, *, labels=None, quantization=None, calibration=None,
+               pixel_range=(0.0, 255.0)):
+    """The I/O specification of a `.tflite` as a JSON-ready dict."""
+    graph = analyze.load(tflite_model)
+    io = analyze.io_spec(graph)
+    if len(io["inputs"]) != 1 or len(io["outputs"]) != 1:
+        raise ValueError("expected an image classifier with one input and one output")
+    inp, out = io["inputs"][0], io["outputs"][0]
+    h, w = inp["shape"][1:3]
+    inp.update(
+        layout="NHWC (batch, height, width, channels)",
+        pixel_format=_pixel_format(inp["dtype"], inp.get("quantization"), pixel_range),
+        preprocessing=f"resize the shorter side, center-crop to {h}x{w}, keep RGB order",
+    )
+    q = out.get("quantization")
+    out["meaning"] = "class probabilities (softmax), index i = line i of the labels file"
+    if q:
+        out["dequantize"] = f"p = {q['scale']:.6g} * (q - {q['zero_point']})"
+    num_classes = out["shape"][-1]
+    if labels is not None and len(labels) != num_classes:
+        raise ValueError(f"{len(labels)} labels for a model with {num_classes} outputs")
+    return {
+        "quantization": quantization,
+        "calibration": calibration,
+        "size_bytes": graph.size_bytes,
+        "sha256": hashlib.sha256(graph.content).hexdigest(),
+        "runtime": "LiteRT (TensorFlow Lite) builtin ops only; no Flex / select TF ops",
+        "num_classes": num_classes,
+        "input": inp,
+        "output": out,
+        "op_counts": graph.op_counts(),
+    }
+
+
+def write_artifacts(tflite_path, *, labels=None, **spec_kwargs):
+    """Write `<stem>.labels.txt` and `<stem>.json` beside `tflite_path`; return the spec.
+
+    Without `labels`, the labels file holds `class_0 ... class_{N-1}`.
+    """
+    spec = model_spec(tflite_path, labels=labels, **spec_kwargs)
+    stem = os.path.splitext(tflite_path)[0]
+    labels = labels or [f"class_{i}" for i in range(spec["num_classes"])]
+    with open(stem + ".labels.txt", "w", encoding="utf-8") as f:
+        f.write("\n".join(labels) + "\n")
+    spec["labels_file"] = os.path.basename(stem + ".labels.txt")
+    spec["model_file"] = os.path.basename(tflite_path)
+    with open(stem + ".json", "w", encoding="utf-8") as f:
+        json.dump(spec, f, indent=2)
+    return spec

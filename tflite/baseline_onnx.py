@@ -1,0 +1,104 @@
+"""The alternative a user has today: timm's PyTorch MobileViT exported to ONNX, run by
+ONNX Runtime on the CPU. Used by `tflite.benchmark` as the float32 latency reference.
+
+Runs in its own virtual environment (torch is no dependency of this project):
+
+    python3 -m venv /work/venv-baseline
+    /work/venv-baseline/bin/pip install torch timm onnx onnxscript onnxruntime
+    /work/venv-baseline/bin/python tflite/baseline_onnx.py --models mobilevit_xs --json out.json
+
+Weights are random (pretrained=False): latency does not depend on weight values.
+Timing matches `tflite.benchmark`: warm-up runs, then p50/p90 over timed runs, batch 1,
+NCHW float32 input at the given size, `intra_op_num_threads` = threads.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TIMM_MODELS = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s", "mobilevitv2_050", "mobilevitv2_100")
+
+
+def export(name, size, path):
+    import timm
+    import torch
+
+    model = timm.create_model(name, pretrained=False).eval()
+    x = torch.zeros(1, 3, size, size)
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), path, input_names=["pixels"], output_names=["logits"],
+                          opset_version=17, dynamo=False)
+    return sum(p.numel() for p in model.parameters())
+
+
+def time_session(path, threads, warmup, runs, size, seed=0):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(seed).uniform(0, 1, (1, 3, size, size)).astype(np.float32)
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "mean_ms": float(ms.mean()), "runs": runs, "warmup": warmup}
+
+
+def runtime_info():
+    import onnxruntime
+    import timm
+    import torch
+
+    return {"runtime": f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)",
+            "exported_from": f"timm {timm.__version__}, torch {torch.__version__}",
+            "python": platform.python_version()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(TIMM_MODELS))
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--json", default=None, help="write results here (default: stdout)")
+    args = parser.parse_args(argv)
+    results = {"info": runtime_info(), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            path = os.path.join(tmp, f"{name}.onnx")
+            params = export(name, args.size, path)
+            entry = {"params": params, "size_bytes": os.path.getsize(path), "size": args.size,
+                     "latency": {}}
+            for threads in args.threads:
+                entry["latency"][str(threads)] = time_session(
+                    path, threads, args.warmup, args.runs, args.size)
+            results["models"][name] = entry
+            print(f"{name}: " + ", ".join(f"{t} thread(s) p50 {v['p50_ms']:.1f} ms"
+                                           for t, v in entry["latency"].items()), file=sys.stderr)
+    text = json.dumps(results, indent=2)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""Benchmark `.tflite` models under LiteRT (`ai_edge_litert`, XNNPACK on): latency,
+file size, peak memory, and top-1 on a held-out split; ONNX Runtime as the reference.
+
+Two parts, either or both in one run:
+
+- accuracy (`--float-run RUN_DIR [--qat-run RUN_DIR]`): the float model a training run
+  wrote (RUN_DIR/model.keras, RUN_DIR/config.json), converted to float32, PTQ int8 and
+  QAT int8 `.tflite`, evaluated on the run's held-out split with its eval transform:
+  top-1, agreement with the float Keras model, latency at the trained size.
+- latency (`--latency-models mobilevitv3_xs ...`): each variant at `--size` (256) with
+  random weights (latency does not depend on weight values), float32 vs PTQ int8
+  under LiteRT, and, for the v1/v2 variants timm has, ONNX Runtime running timm's
+  export of the same model (`--baseline-python`, see `baseline_onnx.py`).
+
+Ratios (int8 vs float32, LiteRT vs ONNX Runtime) are always measured side by side in
+the same run: models are timed in interleaved rounds so machine load hits all alike.
+
+    python -m tflite.benchmark --float-run runs/mobilevitv3_xxs-fashion_mnist_subset \\
+        --qat-run runs/mobilevitv3_xxs-qat --latency-models mobilevitv3_xs mobilevit_xs \\
+        --baseline-python /work/venv-baseline/bin/python --out tflite/results
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from tflite import analyze
+
+# keras_mobilevit name -> timm name, for the ONNX Runtime reference.
+TIMM_NAMES = {"mobilevit_xxs": "mobilevit_xxs", "mobilevit_xs": "mobilevit_xs",
+              "mobilevit_s": "mobilevit_s", "mobilevitv2_050": "mobilevitv2_050",
+              "mobilevitv2_075": "mobilevitv2_075", "mobilevitv2_100": "mobilevitv2_100",
+              "mobilevitv2_125": "mobilevitv2_125", "mobilevitv2_150": "mobilevitv2_150",
+              "mobilevitv2_175": "mobilevitv2_175", "mobilevitv2_200": "mobilevitv2_200"}
+
+
+def machine_info():
+    """Where the numbers come from: CPU, cores, load, runtime versions."""
+    import ai_edge_litert
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+        litert_version = version("ai-edge-litert")
+    except Exception:  # noqa: BLE001  (metadata missing in odd installs)
+        litert_version = getattr(ai_edge_litert, "__version__", "unknown")
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_1m_at_start": os.getloadavg()[0],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "interpreter": f"ai_edge_litert {litert_version} Interpreter, default XNNPACK delegate",
+        "converter": f"tensorflow {tf.__version__}",
+    }
+
+
+def _interpreter(path, threads):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=path, num_threads=threads)
+    it.allocate_tensors()
+    for detail, x in zip(it.get_input_details(), analyze.random_inputs(path)):
+        it.set_tensor(detail["index"], x)
+    return it
+
+
+def latency(paths, threads=1, warmup=10, runs=50, rounds=5):
+    """p50/p90/mean ms per invoke for each `{label: path}`, timed in interleaved rounds."""
+    its = {label: _interpreter(p, threads) for label, p in paths.items()}
+    for it in its.values():
+        for _ in range(warmup):
+            it.invoke()
+    times = {label: [] for label in its}
+    per_round = max(1, runs // rounds)
+    for _ in range(rounds):
+        for label, it in its.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                it.invoke()
+                times[label].append(time.perf_counter() - t0)
+    out = {}
+    for label, ts in times.items():
+        ms = np.array(ts) * 1e3
+        out[label] = {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+                      "mean_ms": float(ms.mean()), "runs": len(ms), "warmup": warmup,
+                      "threads": threads}
+    return out
+
+
+_MEMORY_PROBE = """
+import sys
+from tflite import analyze
+from ai_edge_litert.interpreter import Interpreter
+def status_kb(key):
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith(key + ":"))
+before = status_kb("VmRSS")
+it = Interpreter(model_path=sys.argv[1], num_threads=int(sys.argv[2]))
+it.allocate_tensors()
+for d, x in zip(it.get_input_details(), analyze.random_inputs(sys.argv[1])):
+    it.set_tensor(d["index"], x)
+for _ in range(3):
+    it.invoke()
+print(before, status_kb("VmHWM"))
+"""
+
+
+def peak_memory(path, threads=1):
+    """Peak resident memory (bytes) of a fresh process that loads and runs the model,
+    and the part of it above the process right before loading. (VmHWM, not ru_maxrss:
+    Linux carries ru_maxrss over from the forking parent across exec.)"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, path, str(threads)],
+                         capture_output=True, text=True, env=env, check=True)
+    before, peak = map(int, out.stdout.split()[-2:])
+    return {"peak_rss_bytes": peak * 1024, "model_rss_bytes": max(0, peak - before) * 1024}
+
+
+def predict_tflite(path, images, threads=1):
+    """Class scores for each image (dequantized), one invoke per image (batch 1)."""
+    it = _interpreter(path, threads)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    oscale, ozero = out["quantization"]
+    scores = []
+    for image in images:
+        x = image[None].astype(np.float32)
+        if inp["dtype"] in (np.uint8, np.int8):
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        it.invoke()
+        y = it.get_tensor(out["index"]).astype(np.float32)
+        if out["dtype"] in (np.uint8, np.int8):
+            y = (y - ozero) * oscale
+        scores.append(y[0])
+    return np.stack(scores)
+
+
+def _write(path, content):
+    with open(path, "wb") as f:
+        f.write(content)
+    return path
+
+
+def _file_row(label, path, float_path):
+    size = os.path.getsize(path)
+    return {"file": os.path.basename(path), "size_bytes": size,
+            "size_vs_float32": size / os.path.getsize(float_path),
+            "float_ops": [str(op) for op in analyze.float_ops(path)]
+            if label != "float32" else None}
+
+
+def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_limit=None,
+                       naive_ptq=False):
+    """float32 / PTQ int8 / QAT int8 of one trained model: top-1, agreement, latency."""
+    import keras
+
+    from tflite import convert, data, qat
+
+    float_model = convert.load_keras_model(os.path.join(float_run, "model.keras"))
+    config = data.run_config(float_run)
+    images, labels = data.images(config, "eval", eval_limit)
+    calib = data.calibration_images(config)
+    reference = np.argmax(float_model.predict(images, batch_size=64, verbose=0), axis=-1)
+    name = float_model.name
+    paths = {"float32": _write(os.path.join(workdir, f"{name}_float32.tflite"),
+                               convert.convert(float_model, "float32"))}
+    ptq_model = qat.make_qat_model(float_model, calibration_data=calib)
+    paths["int8 PTQ"] = _write(os.path.join(workdir, f"{name}_int8_ptq.tflite"),
+                               convert.convert(ptq_model, "int8", calib))
+    if naive_ptq:
+        paths["int8 PTQ (converter only)"] = _write(
+            os.path.join(workdir, f"{name}_int8_naive.tflite"),
+            convert.convert(float_model, "int8", calib))
+    if qat_run:
+        qat_model = convert.load_keras_model(os.path.join(qat_run, "model.keras"))
+        paths["int8 QAT"] = _write(os.path.join(workdir, f"{name}_int8_qat.tflite"),
+                                   convert.convert(qat_model, "int8", calib))
+    keras_top1 = float(np.mean(reference == labels))
+    rows = {}
+    lat = latency(paths, threads=1, warmup=warmup, runs=runs)
+    lat_n = latency(paths, threads=threads, warmup=warmup, runs=runs) if threads > 1 else {}
+    for label, path in paths.items():
+        pred = np.argmax(predict_tflite(path, images), axis=-1)
+        rows[label] = {
+            **_file_row(label, path, paths["float32"]),
+            "top1": float(np.mean(pred == labels)),
+            "agreement_with_float_keras": float(np.mean(pred == reference)),
+            "latency_1_thread": lat[label],
+            **({f"latency_{threads}_threads": lat_n[label]} if lat_n else {}),
+            **peak_memory(path),
+        }
+    del keras  # imported for its side effect of initialising the backend first
+    return {"model": name, "input_shape": list(float_model.inputs[0].shape[1:]),
+            "eval_examples": int(len(labels)), "float_keras_top1": keras_top1,
+            "float_run": float_run, "qat_run": qat_run, "results": rows}
+
+
+def onnx_baseline(python, timm_name, size, threads, warmup, runs):
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_onnx.py")
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        subprocess.run([python, script, "--models", timm_name, "--size", str(size),
+                        "--threads", *map(str, threads), "--warmup", str(warmup),
+                        "--runs", str(runs), "--json", f.name],
+                       check=True, capture_output=True, text=True)
+        result = json.load(open(f.name))
+    return result["info"], result["models"][timm_name]
+
+
+def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baseline_python=None,
+                      naive_ptq=False):
+    """float32 vs PTQ int8 of one variant at `size` (random weights) under LiteRT; and
+    ONNX Runtime on timm's export, timed between two LiteRT float32 passes."""
+    import keras_mobilevit as kmv
+
+    from tflite import convert, qat
+
+    model = kmv.create_model(name, weights=None, input_shape=(size, size, 3))
+    paths = {"float32": _write(os.path.join(workdir, f"{name}_{size}_float32.tflite"),
+                               convert.convert(model, "float32"))}
+    ptq = qat.make_qat_model(model, calibration_data=calib[:32], batch_size=8)
+    paths["int8 PTQ"] = _write(os.path.join(workdir, f"{name}_{size}_int8.tflite"),
+                               convert.convert(ptq, "int8", calib[:32]))
+    if naive_ptq:
+        paths["int8 PTQ (converter only)"] = _write(
+            os.path.join(workdir, f"{name}_{size}_int8_naive.tflite"),
+            convert.convert(model, "int8", calib[:32]))
+    result = {"model": name, "size": size, "results": {}}
+    thread_counts = [1] + ([threads] if threads > 1 else [])
+    for t in thread_counts:
+        for label, stats in latency(paths, t, warmup, runs).items():
+            result["results"].setdefault(label, {})[f"latency_{t}_thread"] = stats
+    for label, path in paths.items():
+        result["results"][label].update(_file_row(label, path, paths["float32"]))
+        result["results"][label].update(peak_memory(path))
+    timm_name = TIMM_NAMES.get(name)
+    if baseline_python and timm_name:
+        before = latency({"float32": paths["float32"]}, 1, warmup, runs)["float32"]
+        info, ort = onnx_baseline(baseline_python, timm_name, size, thread_counts, warmup, runs)
+        after = latency({"float32": paths["float32"]}, 1, warmup, runs)["float32"]
+        litert_p50 = (before["p50_ms"] + after["p50_ms"]) / 2
+        result["onnxruntime"] = {
+            "timm_model": timm_name, "info": info, **ort,
+            "litert_float32_p50_ms_around_it": [before["p50_ms"], after["p50_ms"]],
+            "litert_float32_vs_onnxruntime": litert_p50 / ort["latency"]["1"]["p50_ms"],
+        }
+    return result
+
+
+def markdown(report):
+    """The BENCHMARKS table(s) as Markdown."""
+    info = report["machine"]
+    lines = ["# LiteRT benchmarks (tflite/)", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores (shared; 1-minute load "
+             f"{info['load_average_1m_at_start']:.1f} at the start), {info['platform']}. "
+             f"Interpreter: {info['interpreter']}. Converter: {info['converter']}. "
+             f"Date: {info['date']}. Command: `{report['command']}`.", "",
+             "Latency: warm-up, then p50/p90 over timed invokes of batch 1, models timed in "
+             "interleaved rounds in one process so that ratios are side by side. Other "
+             "workers share this machine's cores: absolute numbers move with their load, "
+             "ratios much less.", ""]
+    acc = report.get("accuracy")
+    if acc:
+        lines += [f"## Accuracy: {acc['model']} at {acc['input_shape'][0]}x"
+                  f"{acc['input_shape'][1]}, {acc['eval_examples']} held-out images", "",
+                  f"Float Keras top-1: {acc['float_keras_top1']:.2%}.", "",
+                  "| model | top-1 | agreement with float | size | vs float32 | p50 1 thread "
+                  "| p90 1 thread | peak RSS | float ops |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for label, r in acc["results"].items():
+            lat = r["latency_1_thread"]
+            floats = "-" if r["float_ops"] is None else str(len(r["float_ops"]))
+            lines.append(
+                f"| {label} | {r['top1']:.2%} | {r['agreement_with_float_keras']:.2%} | "
+                f"{r['size_bytes'] / 1e6:.2f} MB | {r['size_vs_float32']:.2f}x | "
+                f"{lat['p50_ms']:.2f} ms | {lat['p90_ms']:.2f} ms | "
+                f"{r['peak_rss_bytes'] / 2**20:.0f} MiB | {floats} |")
+        lines.append("")
+    for entry in report.get("latency", []):
+        lines += [f"## Latency: {entry['model']} at {entry['size']}x{entry['size']} "
+                  "(random weights)", "",
+                  "| model | size | vs float32 | p50 1 thread | p90 1 thread | p50 vs float32 "
+                  "| p50 N threads | model RSS | float ops |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        f32 = entry["results"]["float32"]["latency_1_thread"]["p50_ms"]
+        for label, r in entry["results"].items():
+            lat = r["latency_1_thread"]
+            multi = [v for k, v in r.items() if k.startswith("latency_") and k != "latency_1_thread"]
+            multi_s = f"{multi[0]['p50_ms']:.1f} ms ({multi[0]['threads']})" if multi else "-"
+            floats = "-" if r["float_ops"] is None else str(len(r["float_ops"]))
+            lines.append(
+                f"| {label} | {r['size_bytes'] / 1e6:.2f} MB | {r['size_vs_float32']:.2f}x | "
+                f"{lat['p50_ms']:.1f} ms | {lat['p90_ms']:.1f} ms | {lat['p50_ms'] / f32:.2f}x | "
+                f"{multi_s} | {r['model_rss_bytes'] / 2**20:.0f} MiB | {floats} |")
+        ort = entry.get("onnxruntime")
+        if ort:
+            o = ort["latency"]["1"]
+            lines.append(
+                f"| ONNX Runtime, timm {ort['timm_model']} | {ort['size_bytes'] / 1e6:.2f} MB "
+                f"| - | {o['p50_ms']:.1f} ms | {o['p90_ms']:.1f} ms | - | - | - | - |")
+            lines += ["", f"LiteRT float32 / ONNX Runtime (1 thread, p50): "
+                      f"**{ort['litert_float32_vs_onnxruntime']:.2f}x** (LiteRT timed just before "
+                      f"and after: {ort['litert_float32_p50_ms_around_it'][0]:.1f} / "
+                      f"{ort['litert_float32_p50_ms_around_it'][1]:.1f} ms). "
+                      f"{ort['info']['runtime']}, exported from {ort['info']['exported_from']}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(report, path):
+    """Top-1 against p50 latency (1 thread) for the accuracy models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = report["accuracy"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, r in acc["results"].items():
+        x, y = r["latency_1_thread"]["p50_ms"], 100 * r["top1"]
+        ax.scatter([x], [y], s=40)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("p50 latency, 1 thread, LiteRT (ms)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"{acc['model']} {acc['input_shape'][0]}px, {report['machine']['cpu']}",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tflite.benchmark", description=__doc__.split("\n")[0])
+    parser.add_argument("--float-run", help="training run folder of the float model")
+    parser.add_argument("--qat-run", help="training run folder of the QAT model")
+    parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N held-out images")
+    parser.add_argument("--latency-models", nargs="*", default=[], help="variants to time at --size")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="N for the N-thread runs")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--naive-ptq", action="store_true", help="also the converter's own PTQ (slow graph)")
+    parser.add_argument("--baseline-python", help="python of the venv with torch, timm, onnxruntime")
+    parser.add_argument("--out", default="tflite/results", help="folder for JSON, Markdown and the plot")
+    parser.add_argument("--markdown", default="tflite/BENCHMARKS-tflite.md")
+    args = parser.parse_args(argv)
+
+    os.makedirs(args.out, exist_ok=True)
+    report = {"machine": machine_info(), "command": "python -m tflite.benchmark " + " ".join(
+        argv if argv is not None else sys.argv[1:])}
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.float_run:
+            report["accuracy"] = accuracy_benchmark(
+                args.float_run, args.qat_run, workdir, args.threads, args.warmup, args.runs,
+                args.eval_limit, args.naive_ptq)
+        if args.latency_models:
+            calib = _latency_calibration(args.size)
+            report["latency"] = [
+                latency_benchmark(name, args.size, workdir, args.threads, args.warmup, args.runs,
+                                  calib, args.baseline_python, args.naive_ptq)
+                for name in args.latency_models]
+    with open(os.path.join(args.out, "benchmark.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(args.markdown, "w") as f:
+        f.write(markdown(report) + "\n")
+    if "accuracy" in report:
+        plot(report, os.path.join(args.out, "accuracy_vs_latency.png"))
+    print(markdown(report))
+    return 0
+
+
+def _latency_calibration(size):
+    """Calibration images at `size`: the default dataset's train split through the eval
+    transform (activation ranges only set how fast int8 runs here, weights are random)."""
+    from tflite import data
+
+    return data.calibration_images(data.default_config(size), 32)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""Keras model -> `.tflite`: float32, float16, dynamic-range int8, full-integer int8.
+
+Every mode converts with builtin ops only (never Flex / SELECT_TF_OPS) and a fixed
+batch of 1. Full-integer int8 takes uint8 (or int8) input and output; when the model
+takes raw pixels (preprocessing inside, the default for keras_mobilevit), the input
+quantization is pinned to scale 1 so an app feeds camera bytes unchanged.
+
+Example:
+    >>> from tflite import convert
+    >>> tfl = convert.convert(model, "int8", representative_data=images)  # images: (N, H, W, 3)
+    >>> open("model_int8.tflite", "wb").write(tfl)
+
+Command line (see `python -m tflite.convert --help`):
+    python -m tflite.convert model.keras --quant int8 --calib training -o out/
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+
+import numpy as np
+
+from tflite import analyze, rewrite
+
+MODES = ("float32", "float16", "dynamic", "int8")
+# Ops an int8 model keeps in float by default, each between a DEQUANTIZE and a QUANTIZE:
+# LiteRT's XNNPACK delegate has no int8 SOFTMAX or RSQRT, and the builtin int8 kernels
+# it falls back to are slower than the float ones it delegates (see README.md).
+KEEP_FLOAT = ("SOFTMAX", "RSQRT")
+RAW_PIXELS = (0.0, 255.0)
+
+
+class ConversionError(RuntimeError):
+    """The TFLite converter could not convert the model with builtin ops only."""
+
+
+class NotFullyQuantizableError(ConversionError):
+    """Full-integer conversion left float ops in the graph; `.ops` lists them."""
+
+    def __init__(self, ops):
+        self.ops = ops
+        lines = "\n".join(f"  {op}" for op in ops)
+        super().__init__(
+            f"the model cannot be fully quantized to int8: {len(ops)} op(s) have no "
+            f"integer kernel or no quantization range:\n{lines}"
+        )
+
+
+class RepresentativeDatasetError(ValueError):
+    """The calibration data is empty, wrongly shaped or in the wrong pixel range."""
+
+
+def load_keras_model(path):
+    """Load a `.keras` file, registering this project's layers (model and QAT) first."""
+    import keras
+
+    with contextlib.suppress(ImportError):
+        import keras_mobilevit  # noqa: F401  (registers the model's layers)
+    from tflite import qat  # noqa: F401  (registers the QAT layers)
+
+    return keras.models.load_model(path, compile=False)
+
+
+def model_input_shape(model, input_size=None):
+    """(H, W, C) of a single-input image model; `input_size` fills unknown H, W."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if input_size is not None:
+        shape = (int(input_size[0]), int(input_size[1]), shape[-1])
+    if any(s is None for s in shape):
+        raise ValueError(f"the model's input shape {shape} is not fixed: pass input_size=(H, W)")
+    return shape
+
+
+def representative_samples(data, input_shape, num_samples=100, pixel_range=RAW_PIXELS):
+    """Validate calibration data and return it as float32 (N, H, W, C), N <= num_samples.
+
+    `data` may be a numpy array (N, H, W, C) or (H, W, C), a `tf.data.Dataset` or any
+    iterable whose elements are images, batches of images, or `(images, labels)` pairs.
+    """
+    if data is None:
+        raise RepresentativeDatasetError(
+            "full-integer int8 conversion needs a representative dataset (calibration images)"
+        )
+    if isinstance(data, np.ndarray):
+        data = [data] if data.ndim == len(input_shape) else data
+    elif hasattr(data, "as_numpy_iterator"):
+        data = data.as_numpy_iterator()
+    samples = []
+    for element in _images(data):
+        x = np.asarray(element)
+        batch = x[None] if x.ndim == len(input_shape) else x
+        if batch.ndim != len(input_shape) + 1 or tuple(batch.shape[1:]) != tuple(input_shape):
+            raise RepresentativeDatasetError(
+                f"representative sample {len(samples)} has shape {x.shape}; the model takes "
+                f"{tuple(input_shape)} images (optionally batched)"
+            )
+        samples.extend(batch[: num_samples - len(samples)])
+        if len(samples) >= num_samples:
+            break
+    if not samples:
+        raise RepresentativeDatasetError("the representative dataset is empty")
+    out = np.stack(samples).astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise RepresentativeDatasetError("the representative dataset contains NaN or inf")
+    if pixel_range is not None and pixel_range[1] > 1.0 and out.max() <= 1.0:
+        raise RepresentativeDatasetError(
+            f"representative images lie in [{out.min():.3g}, {out.max():.3g}] but the model "
+            f"takes pixels in {pixel_range}: pass raw (unnormalized) pixels"
+        )
+    return out
+
+
+def _images(data):
+    for element in data:
+        if isinstance(element, dict):
+            element = element.get("image", next(iter(element.values())))
+        elif isinstance(element, (tuple, list)):
+            element = element[0]
+        yield element
+
+
+def _export_saved_model(model, input_shape, directory, pin_range):
+    import keras
+    import tensorflow as tf
+
+    def serve(pixels):
+        if pin_range is not None:
+            # A fake-quant range on the input fixes its int8 scale and zero point, so
+            # raw uint8 pixels map onto the model input exactly (scale 1, zero point 0).
+            pixels = keras.quantizers.fake_quant_with_min_max_vars(
+                pixels, pin_range[0], pin_range[1], num_bits=8
+            )
+        return model(pixels, training=False)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve", serve, input_signature=[tf.TensorSpec((1, *input_shape), tf.float32, "pixels")]
+    )
+    archive.write_out(directory, verbose=False)
+
+
+def _converter(saved_model_dir, mode):
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    return conv
+
+
+def _run_converter(conv):
+    try:
+        with _quiet_stderr():
+            return conv.convert()
+    except Exception as e:  # the converter raises ConverterError and a few others
+        raise ConversionError(_condense(str(e))) from None
+
+
+def _condense(message):
+    """Keep the converter's error lines (op names and locations), drop its stack dumps."""
+    lines = [ln.strip() for ln in message.splitlines() if "error:" in ln or "Some ops" in ln]
+    ops = sorted(set(re.findall(r"'(tf\.\w+|tfl\.\w+)' op", message)))
+    head = f"ops involved: {', '.join(ops)}\n" if ops else ""
+    if "neither a custom op nor a flex op" in message:
+        head = (f"TensorFlow op(s) with no TFLite builtin kernel: {', '.join(ops)} "
+                "(this project never enables Flex / SELECT_TF_OPS)\n")
+    return head + ("\n".join(dict.fromkeys(lines)) or message.strip()[:2000])
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The converter prints MLIR diagnostics to fd 2; keep them out of the user's console
+    unless TFLITE_CONVERT_VERBOSE is set (the exception carries the useful part)."""
+    if os.environ.get("TFLITE_CONVERT_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def convert(
+    model,
+    mode="float32",
+    representative_data=None,
+    *,
+    io_dtype="uint8",
+    pixel_range=RAW_PIXELS,
+    num_calibration_samples=100,
+    input_size=None,
+    keep_float=KEEP_FLOAT,
+    allow_float_ops=False,
+):
+    """Convert a Keras model (or a `.keras` path) to `.tflite` bytes.
+
+    Args:
+        model: `keras.Model` or path to a `.keras` file.
+        mode: "float32", "float16", "dynamic" (int8 weights, float activations) or
+            "int8" (full integer, calibrated on `representative_data`).
+        representative_data: images for calibration (see `representative_samples`);
+            required for "int8", also for QAT models (tensors without a fake-quant range).
+        io_dtype: "uint8" or "int8", the input/output type of an "int8" model.
+        pixel_range: the input value range the model expects; (0, 255) pins the int8
+            input to scale 1 so raw pixels go in unchanged. None leaves it calibrated.
+        num_calibration_samples: at most this many images are used for calibration.
+        input_size: (H, W) for models whose input size is not fixed.
+        keep_float: for "int8", TFLite op names to keep in float (default: SOFTMAX and
+            RSQRT, for speed under LiteRT); () for an integer-only graph.
+        allow_float_ops: for "int8", return a graph with other float fallbacks instead
+            of raising `NotFullyQuantizableError` (for diagnosis only).
+
+    Returns:
+        The flatbuffer as bytes, checked to hold builtin ops only.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if io_dtype not in ("uint8", "int8"):
+        raise ValueError(f"io_dtype must be 'uint8' or 'int8', got {io_dtype!r}")
+    if isinstance(model, (str, os.PathLike)):
+        model = load_keras_model(model)
+    input_shape = model_input_shape(model, input_size)
+    samples = None
+    if mode == "int8":
+        samples = representative_samples(
+            representative_data, input_shape, num_calibration_samples, pixel_range
+        )
+    pin = pixel_range if mode == "int8" else None
+    with tempfile.TemporaryDirectory() as tmp:
+        with _quiet_stderr():
+            _export_saved_model(model, input_shape, tmp, pin)
+        if mode == "int8":
+            content = quantize_calibrated(calibrate_tflite(tmp, samples), io_dtype)
+        else:
+            content = _run_converter(_converter(tmp, mode))
+    bad = analyze.non_builtin_ops(content)
+    if bad:
+        raise ConversionError("non-builtin ops in the converted graph: " + "; ".join(map(str, bad)))
+    if mode == "int8":
+        # Ops the quantizer could not make integer (QUANTIZE/DEQUANTIZE only bridge them).
+        blocking = [op for op in analyze.float_ops(content)
+                    if op.name not in ("QUANTIZE", "DEQUANTIZE")]
+        if blocking and not allow_float_ops:
+            raise NotFullyQuantizableError(blocking)
+        content = rewrite.float_islands(content, keep_float)
+    return content
+
+
+def calibrate_tflite(saved_model_dir, samples):
+    """A float `.tflite` carrying min/max statistics from `samples` (and the fake-quant
+    ranges of a QAT model), ready for `quantize_calibrated`."""
+    import tensorflow as tf
+
+    conv = _converter(saved_model_dir, "float32")
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([s[None]] for s in samples)
+    # The converter's own two steps (as its quantization debugger runs them), so that
+    # ops without an int8 kernel are left float and can be named, not just refused.
+    conv._experimental_calibrate_only = True
+    return _run_converter(conv)
+
+
+def quantize_calibrated(calibrated, io_dtype="uint8"):
+    """Full-integer int8 model from a calibrated one (the converter's own quantizer).
+
+    Ops it cannot quantize stay float, bridged by QUANTIZE / DEQUANTIZE."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tfl_convert
+
+    try:
+        with _quiet_stderr():
+            content = tfl_convert.mlir_quantize(
+                calibrated, input_data_type=getattr(tf, io_dtype),
+                output_data_type=getattr(tf, io_dtype))
+    except Exception as e:  # noqa: BLE001  (the quantizer raises several error types)
+        raise ConversionError(_condense(str(e))) from None
+    return content
+
+
+def calibration_data(source, input_shape, num_samples=100, run_dir=None, seed=0):
+    """Calibration images from `source`.
+
+    "training": the training pipeline's train split through its eval transform: the
+    dataset and transform of `run_dir`'s config.json when given, else the bundled
+    default dataset at the model's input size;
+    a `.npz` / `.npy` path: an array of images (key "images" in an npz);
+    "random": uniform noise pixels, only for latency work, never for accuracy.
+    """
+    if source == "training":
+        from tflite import data
+
+        config = data.run_config(run_dir) if run_dir else data.default_config(input_shape[0])
+        return data.calibration_images(config, num_samples)
+    if source == "random":
+        rng = np.random.default_rng(seed)
+        return rng.uniform(0, 255, (num_samples, *input_shape)).astype(np.float32)
+    if source.endswith(".npz"):
+        with np.load(source) as f:
+            return f["images"] if "images" in f else f[f.files[0]]
+    if source.endswith(".npy"):
+        return np.load(source)
+    raise ValueError(f"unknown calibration source {source!r}: 'training', 'random' or a .npz/.npy path")
+
+
+def _build_model(args):
+    """The Keras model named on the command line: a `.keras` path or a variant name."""
+    if args.model.endswith(".keras"):
+        return load_keras_model(args.model)
+    import keras_mobilevit
+
+    size = args.input_size or 256
+    model = keras_mobilevit.create_model(
+        args.model, weights=args.weights, input_shape=(size, size, 3), classes=args.classes
+    )
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tflite.convert", description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="a .keras file, or a variant name (see keras_mobilevit.list_models())")
+    parser.add_argument("-o", "--output", default="tflite_out", help="output folder (default: tflite_out)")
+    parser.add_argument("--quant", nargs="+", default=["float32", "int8"], choices=MODES + ("all",))
+    parser.add_argument("--calib", default="training",
+                        help="'training' (default: the training pipeline's train split through its "
+                        "eval transform; the run's config.json next to a .keras when there is one), "
+                        "'random' (noise, latency only) or images in a .npz/.npy")
+    parser.add_argument("--num-calib", type=int, default=100, help="calibration images (default 100)")
+    parser.add_argument("--io-dtype", default="uint8", choices=("uint8", "int8"))
+    parser.add_argument("--strict-int8", action="store_true",
+                        help="no float op at all (slower: int8 SOFTMAX/RSQRT run outside XNNPACK)")
+    parser.add_argument("--weights", default=None, help="weights for a variant name (file path)")
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's)")
+    parser.add_argument("--labels", default=None, help="labels file, one class per line, copied next to the model")
+    parser.add_argument("--name", default=None, help="file name stem (default: the model's name)")
+    args = parser.parse_args(argv)
+
+    from tflite import android
+
+    model = _build_model(args)
+    size = (args.input_size, args.input_size) if args.input_size else None
+    input_shape = model_input_shape(model, size)
+    modes = MODES if "all" in args.quant else tuple(dict.fromkeys(args.quant))
+    stem = args.name or model.name
+    os.makedirs(args.output, exist_ok=True)
+    labels = android.read_labels(args.labels) if args.labels else None
+    data = None
+    if "int8" in modes:
+        run_dir = os.path.dirname(args.model) if args.model.endswith(".keras") else None
+        if run_dir is not None and not os.path.exists(os.path.join(run_dir, "config.json")):
+            run_dir = None
+        data = calibration_data(args.calib, input_shape, args.num_calib, run_dir)
+    for mode in modes:
+        content = convert(model, mode, data, io_dtype=args.io_dtype, input_size=size,
+                          num_calibration_samples=args.num_calib,
+                          keep_float=() if args.strict_int8 else KEEP_FLOAT)
+        path = os.path.join(args.output, f"{stem}_{mode}.tflite")
+        with open(path, "wb") as f:
+            f.write(content)
+        spec = android.write_artifacts(path, labels=labels, quantization=mode,
+                                       calibration=args.calib if mode == "int8" else None)
+        print(f"{path}: {len(content) / 1e6:.2f} MB  input {json.dumps(spec['input'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

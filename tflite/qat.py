@@ -1,0 +1,609 @@
+"""Quantization-aware training for keras_mobilevit on Keras 3, with fake-quant ops only.
+
+tensorflow-model-optimization cannot quantize Keras 3 models, so QAT here is a set of
+twin layers built on `keras.quantizers.fake_quant_with_min_max_vars` (which lowers to
+`tf.quantization.fake_quant_*`, whose ranges the TFLite converter turns into int8
+scales):
+
+- conv / depthwise conv with BatchNorm folded in, per-channel symmetric int8 weights;
+- Dense with per-tensor symmetric int8 weights (per-channel Dense fails conversion);
+- moving min/max fake-quant on every activation the int8 graph holds: conv and Dense
+  outputs, swish, attention q/k/v, scores, softmax, attention output, every
+  intermediate of LayerNorm / GroupNorm, residual adds, concatenations, pooling.
+
+The quantization is also shaped for speed under LiteRT: the right-hand operands of
+the attention matmuls (keys and values) are quantized symmetrically, because XNNPACK
+only takes an int8 BATCH_MATMUL whose second input has zero point 0 (otherwise it
+falls back to a builtin kernel that is 30x slower); the input rescale and RGB->BGR flip
+are folded into the stem conv, so raw uint8 pixels go straight into the first conv.
+
+Example:
+    >>> float_model = keras_mobilevit.create_model("mobilevitv3_xs", classes=10)
+    >>> qat_model = make_qat_model(float_model, calibration_data=images)  # PTQ ranges
+    >>> qat_model.compile(...); qat_model.fit(...)                          # QAT
+    >>> qat_model.save("qat.keras")
+    >>> tflite_bytes = tflite.convert.convert(qat_model, "int8", images)
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_mobilevit import layers as kmv_layers
+
+_register = keras.saving.register_keras_serializable(package="keras_mobilevit_qat")
+_fake_quant = keras.quantizers.fake_quant_with_min_max_vars
+
+# TFLite's int8 softmax / logistic output: scale 1/256, zero point -128, i.e. [0, 255/256].
+UNIT_RANGE = (0.0, 255.0 / 256.0)
+PIXEL_RANGE = (0.0, 255.0)
+
+
+class UnsupportedLayerError(ValueError):
+    """The model holds a layer that QAT has no quantized version of."""
+
+
+def quantize_weights(w, axis=None):
+    """Symmetric int8 fake-quant of a weight tensor, per channel along `axis` or per tensor."""
+    if axis is None:
+        m = ops.max(ops.abs(w))
+    else:
+        axes = tuple(i for i in range(len(w.shape)) if i != axis % len(w.shape))
+        m = ops.max(ops.abs(w), axis=axes)
+    m = ops.stop_gradient(ops.maximum(m, 1e-8))
+    return _fake_quant(w, -m, m, num_bits=8, narrow_range=True, axis=axis)
+
+
+@_register
+class FakeQuant(keras.layers.Layer):
+    """int8 fake quantization of an activation with a moving min/max range.
+
+    Training updates the range as an exponential moving average of batch min/max
+    (`momentum`); `calibrate()` sets it to the min/max over a dataset. `symmetric`
+    keeps the range centred on 0 (zero point 0 in int8); `fixed_range` never moves.
+    """
+
+    def __init__(self, symmetric=False, fixed_range=None, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.symmetric = symmetric
+        self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
+        self.momentum = momentum
+        self.calibrating = False  # set by calibrate(); never serialized
+        # The range does not depend on the input shape: create it now, so the layer is
+        # complete even inside a parent whose symbolic call skips `call`.
+        if self.fixed_range is None:
+            self._create_range()
+        self.built = True
+
+    def _create_range(self):
+        self.range_min = self.add_weight(name="range_min", shape=(), initializer="zeros",
+                                         trainable=False)
+        self.range_max = self.add_weight(name="range_max", shape=(), initializer="zeros",
+                                         trainable=False)
+        self.observed = self.add_weight(name="observed", shape=(), initializer="zeros",
+                                        trainable=False)
+
+    def call(self, x, training=None):
+        if self.fixed_range is not None:
+            return _fake_quant(x, *self.fixed_range, num_bits=8)
+        if training or self.calibrating:
+            self._observe(x)
+        return _fake_quant(x, self.range_min, self.range_max, num_bits=8)
+
+    def _observe(self, x):
+        lo = ops.minimum(ops.min(x), 0.0)  # the int8 range must hold 0 exactly
+        hi = ops.maximum(ops.max(x), 0.0)
+        if self.symmetric:
+            # [-128, 127] steps of hi / 127: the zero point is exactly 0 (a plain [-m, m]
+            # puts it at 127.5, which float rounding sends to -1 or 0).
+            hi = ops.maximum(ops.maximum(-lo, hi), 1e-6)
+            lo = -hi * (128.0 / 127.0)
+        hi = ops.maximum(hi, lo + 1e-6)
+        seen = self.observed > 0
+        if self.calibrating:
+            lo = ops.where(seen, ops.minimum(self.range_min, lo), lo)
+            hi = ops.where(seen, ops.maximum(self.range_max, hi), hi)
+        else:
+            m = self.momentum
+            lo = ops.where(seen, m * self.range_min + (1 - m) * lo, lo)
+            hi = ops.where(seen, m * self.range_max + (1 - m) * hi, hi)
+        self.range_min.assign(ops.stop_gradient(lo))
+        self.range_max.assign(ops.stop_gradient(hi))
+        self.observed.assign(1.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "symmetric": self.symmetric,
+                "fixed_range": self.fixed_range, "momentum": self.momentum}
+
+
+def _swish(x, fq_pre, fq_act, training):
+    x = fq_pre(x, training=training)
+    return fq_act(x * ops.sigmoid(x), training=training)
+
+
+@_register
+class QConvAct(keras.layers.Layer):
+    """`ConvNormAct` for QAT: BatchNorm folded into the kernel and a bias, per-channel
+    int8 weights, fake-quant after the conv and after swish."""
+
+    def __init__(self, filters, kernel_size=1, strides=1, dilation_rate=1, depthwise=False,
+                 activation="swish", use_bias=True, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.dilation_rate = dilation_rate
+        self.depthwise = depthwise
+        self.activation = activation
+        self.use_bias = use_bias
+        self.momentum = momentum
+        self.pad = (kernel_size - 1) // 2 * dilation_rate if strides > 1 else 0
+        self.padding = "valid" if strides > 1 or kernel_size == 1 else "same"
+        self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
+        self.fq_act = FakeQuant(momentum=momentum, name="fq_act") if activation else None
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        k = self.kernel_size
+        shape = (k, k, channels, 1) if self.depthwise else (k, k, channels, self.filters)
+        out = channels if self.depthwise else self.filters
+        self.kernel = self.add_weight(name="kernel", shape=shape, initializer="glorot_uniform")
+        self.bias = (self.add_weight(name="bias", shape=(out,), initializer="zeros")
+                     if self.use_bias else None)
+
+    def call(self, x, training=None):
+        if self.pad:
+            p = self.pad
+            x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+        if self.depthwise:
+            w = quantize_weights(self.kernel, axis=2)
+            x = ops.depthwise_conv(x, w, strides=self.strides, padding=self.padding,
+                                   dilation_rate=self.dilation_rate)
+        else:
+            w = quantize_weights(self.kernel, axis=3)
+            x = ops.conv(x, w, strides=self.strides, padding=self.padding,
+                         dilation_rate=self.dilation_rate)
+        if self.bias is not None:
+            x = x + self.bias
+        if self.activation == "swish":
+            return _swish(x, self.fq_out, self.fq_act, training)
+        return self.fq_out(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1:3]
+        span = self.dilation_rate * (self.kernel_size - 1) + 1
+
+        def size(n):
+            if n is None:
+                return None
+            if self.padding == "same":
+                return -(-n // self.strides)
+            return (n + 2 * self.pad - span) // self.strides + 1
+
+        out = input_shape[-1] if self.depthwise else self.filters
+        return (input_shape[0], size(h), size(w), out)
+
+    def load_float(self, layer, input_scale=1.0, reverse_input_channels=False):
+        """Fold `layer`'s (a ConvNormAct) BatchNorm into this layer's kernel and bias.
+
+        `input_scale` and `reverse_input_channels` fold a preceding Preprocess layer in.
+        """
+        kernel = np.array(layer.conv.kernel.numpy(), dtype="float32")
+        out = kernel.shape[2] if self.depthwise else kernel.shape[3]
+        scale, shift = np.ones(out, "float32"), np.zeros(out, "float32")
+        if layer.norm is not None:
+            bn = layer.norm
+            gamma = bn.gamma.numpy() if bn.gamma is not None else 1.0
+            beta = bn.beta.numpy() if bn.beta is not None else 0.0
+            scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+            shift = beta - bn.moving_mean.numpy() * scale
+        kernel = kernel * (scale[None, None, :, None] if self.depthwise else scale)
+        kernel = kernel * input_scale
+        if reverse_input_channels:
+            kernel = kernel[:, :, ::-1, :]
+        self.kernel.assign(kernel)
+        if self.bias is not None:
+            self.bias.assign(shift)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "strides": self.strides,
+                "dilation_rate": self.dilation_rate, "depthwise": self.depthwise,
+                "activation": self.activation, "use_bias": self.use_bias,
+                "momentum": self.momentum}
+
+
+def _dense(x, kernel, bias):
+    y = ops.matmul(x, quantize_weights(kernel))
+    return y + bias if bias is not None else y
+
+
+@_register
+class QDense(keras.layers.Layer):
+    """`keras.layers.Dense` for QAT: per-tensor int8 weights, fake-quant on the output
+    (before and after the activation: None, "silu"/"swish" or "softmax")."""
+
+    def __init__(self, units, activation=None, use_bias=True, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in (None, "linear", "silu", "swish", "softmax"):
+            raise UnsupportedLayerError(
+                f"QAT supports Dense with activation None, silu or softmax, not {activation!r}"
+            )
+        self.units = units
+        self.activation = None if activation == "linear" else activation
+        self.use_bias = use_bias
+        self.momentum = momentum
+        self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
+        self.fq_act = None
+        if self.activation in ("silu", "swish"):
+            self.fq_act = FakeQuant(momentum=momentum, name="fq_act")
+        elif self.activation == "softmax":
+            self.fq_act = FakeQuant(fixed_range=UNIT_RANGE, name="fq_act")
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+                                      initializer="glorot_uniform")
+        self.bias = (self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+                     if self.use_bias else None)
+
+    def call(self, x, training=None):
+        y = _dense(x, self.kernel, self.bias)
+        if self.activation in ("silu", "swish"):
+            return _swish(y, self.fq_out, self.fq_act, training)
+        y = self.fq_out(y, training=training)
+        if self.activation == "softmax":
+            y = self.fq_act(ops.softmax(y, axis=-1), training=training)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def load_float(self, layer):
+        self.kernel.assign(layer.kernel.numpy())
+        if self.bias is not None:
+            self.bias.assign(layer.bias.numpy())
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation,
+                "use_bias": self.use_bias, "momentum": self.momentum}
+
+
+@_register
+class QLayerNorm(keras.layers.Layer):
+    """`LayerNorm` (last axis, or all non-batch axes for v2's GroupNorm(1)) for QAT:
+    every intermediate of the int8 graph gets a fake-quant range."""
+
+    _STEPS = ("mean", "centered", "squared", "var", "var_eps", "inv_std", "normed",
+              "scaled", "out")
+
+    def __init__(self, epsilon=kmv_layers.BN_EPSILON, axes="last", momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.axes = axes
+        self.momentum = momentum
+        self.fq = {s: FakeQuant(momentum=momentum, name=f"fq_{s}") for s in self._STEPS}
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+
+    def call(self, x, training=None):
+        fq = {s: (lambda t, s=s: self.fq[s](t, training=training)) for s in self._STEPS}
+        axes = -1 if self.axes == "last" else tuple(range(1, len(x.shape)))
+        mean = fq["mean"](ops.mean(x, axis=axes, keepdims=True))
+        centered = fq["centered"](x - mean)
+        squared = fq["squared"](centered * centered)
+        var = fq["var"](ops.mean(squared, axis=axes, keepdims=True))
+        inv_std = fq["inv_std"](ops.rsqrt(fq["var_eps"](var + self.epsilon)))
+        normed = fq["normed"](centered * inv_std)
+        return fq["out"](fq["scaled"](normed * self.gamma) + self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def load_float(self, layer):
+        self.gamma.assign(layer.gamma.numpy())
+        self.beta.assign(layer.beta.numpy())
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon, "axes": self.axes,
+                "momentum": self.momentum}
+
+
+class _QAttention(keras.layers.Layer):
+    """Shared parts of the attention twins: qkv and out projections, dropout."""
+
+    def __init__(self, attention_dropout=0.0, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.attention_dropout = attention_dropout
+        self.momentum = momentum
+        self.dropout = keras.layers.Dropout(attention_dropout)
+
+    def _fq(self, name, **kwargs):
+        return FakeQuant(momentum=self.momentum, name=name, **kwargs)
+
+    def _build_projections(self, dim, qkv_units):
+        self.qkv_kernel = self.add_weight(name="qkv_kernel", shape=(dim, qkv_units))
+        self.qkv_bias = self.add_weight(name="qkv_bias", shape=(qkv_units,), initializer="zeros")
+        self.out_kernel = self.add_weight(name="out_kernel", shape=(dim, dim))
+        self.out_bias = self.add_weight(name="out_bias", shape=(dim,), initializer="zeros")
+
+    def load_float(self, layer):
+        self.qkv_kernel.assign(layer.qkv_proj.kernel.numpy())
+        self.qkv_bias.assign(layer.qkv_proj.bias.numpy())
+        self.out_kernel.assign(layer.out_proj.kernel.numpy())
+        self.out_bias.assign(layer.out_proj.bias.numpy())
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "attention_dropout": self.attention_dropout,
+                "momentum": self.momentum}
+
+
+@_register
+class QMultiHeadSelfAttention(_QAttention):
+    """v1 `MultiHeadSelfAttention` for QAT. Keys and values are quantized symmetrically
+    so that XNNPACK runs both int8 batched matmuls (see the module docstring)."""
+
+    def __init__(self, num_heads=4, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.fq_qkv = self._fq("fq_qkv")
+        self.fq_q = self._fq("fq_q")
+        self.fq_k = self._fq("fq_k", symmetric=True)
+        self.fq_v = self._fq("fq_v", symmetric=True)
+        self.fq_scores = self._fq("fq_scores")
+        self.fq_attn = self._fq("fq_attn", fixed_range=UNIT_RANGE)
+        self.fq_context = self._fq("fq_context")
+        self.fq_out = self._fq("fq_out")
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self._build_projections(dim, 3 * dim)
+
+    def call(self, x, training=None):
+        n, dim = ops.shape(x)[1], x.shape[-1]  # N may be dynamic (unknown batch shapes)
+        h = self.num_heads
+        hd = dim // h
+        qkv = self.fq_qkv(_dense(x, self.qkv_kernel, self.qkv_bias), training=training)
+        qkv = ops.transpose(ops.reshape(qkv, (-1, n, 3 * h, hd)), (0, 2, 1, 3))  # [B', 3h, N, hd]
+        q = self.fq_q(qkv[:, :h] * (hd ** -0.5), training=training)
+        k = self.fq_k(qkv[:, h:2 * h], training=training)
+        v = self.fq_v(qkv[:, 2 * h:], training=training)
+        scores = self.fq_scores(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), training=training)
+        # a single patch (tiny inputs) attends to itself with weight 1, as in the float layer
+        attn = ops.ones_like(scores) if scores.shape[-1] == 1 else ops.softmax(scores, axis=-1)
+        attn = self.fq_attn(attn, training=training)
+        attn = self.dropout(attn, training=training)
+        context = self.fq_context(ops.matmul(attn, v), training=training)  # [B', h, N, hd]
+        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, n, dim))
+        return self.fq_out(_dense(context, self.out_kernel, self.out_bias), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads}
+
+
+@_register
+class QLinearSelfAttention(_QAttention):
+    """v2 `LinearSelfAttention` (separable attention) for QAT."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.fq_qkv = self._fq("fq_qkv")
+        self.fq_scores = self._fq("fq_scores", fixed_range=UNIT_RANGE)
+        self.fq_weighted = self._fq("fq_weighted")
+        self.fq_context = self._fq("fq_context")
+        self.fq_values = self._fq("fq_values")
+        self.fq_gated = self._fq("fq_gated")
+        self.fq_out = self._fq("fq_out")
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self._build_projections(dim, 1 + 2 * dim)
+
+    def call(self, x, training=None):
+        dim = x.shape[-1]
+        qkv = self.fq_qkv(_dense(x, self.qkv_kernel, self.qkv_bias), training=training)
+        q, k, v = qkv[..., :1], qkv[..., 1:1 + dim], qkv[..., 1 + dim:]  # [B, P, N, 1 | d | d]
+        scores = self.fq_scores(ops.softmax(q, axis=2), training=training)
+        scores = self.dropout(scores, training=training)
+        weighted = self.fq_weighted(k * scores, training=training)
+        context = self.fq_context(ops.sum(weighted, axis=2, keepdims=True), training=training)
+        values = self.fq_values(ops.relu(v), training=training)
+        gated = self.fq_gated(values * context, training=training)
+        return self.fq_out(_dense(gated, self.out_kernel, self.out_bias), training=training)
+
+
+@_register
+class QPreprocess(kmv_layers.Preprocess):
+    """`Preprocess` for QAT when it cannot be folded into a following conv: pixel-range
+    input, then a fake-quant on the rescaled (and flipped) output."""
+
+    def __init__(self, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.fq_in = FakeQuant(fixed_range=PIXEL_RANGE, name="fq_in")
+        self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
+
+    def call(self, x, training=None):
+        return self.fq_out(super().call(self.fq_in(x)), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}
+
+
+@_register
+class QPatchResize(kmv_layers.PatchResize):
+    """`PatchResize` for QAT: the same bilinear resampling (PyTorch's, which is
+    TensorFlow's half-pixel or align-corners bilinear) as one RESIZE_BILINEAR op, which
+    int8 graphs run with the input's scale; the float layer's per-axis gathers trip the
+    converter's same-scale check when a fake-quant range meets a calibrated one."""
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        x, like = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
+        h, w = x.shape[1], x.shape[2]
+        if like is not None:
+            size = [ops.shape(like)[1], ops.shape(like)[2]]
+            static = (h, w) == (like.shape[1], like.shape[2])
+        else:
+            p = self.patch_size
+            size = [(ops.shape(x)[1] + p - 1) // p * p, (ops.shape(x)[2] + p - 1) // p * p]
+            static = h is not None and w is not None and h % p == 0 and w % p == 0
+        if static and None not in (h, w):
+            return x  # nothing to resize: no op in the graph
+        # With unknown sizes the resize always runs; at equal sizes it is the identity.
+        if self.align_corners:
+            return tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+        return tf.compat.v1.image.resize_bilinear(x, size, half_pixel_centers=True)
+
+
+# Layers that only move data (or are the identity at inference): int8 passes through.
+_PASSTHROUGH = (keras.layers.InputLayer, keras.layers.Identity, keras.layers.Dropout,
+                kmv_layers.Unfold, kmv_layers.Fold)
+# Layers whose output needs its own int8 range: kept, followed by a FakeQuant.
+_RANGED = (keras.layers.Add, keras.layers.Concatenate, keras.layers.GlobalAveragePooling2D)
+
+
+def _check_supported(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            raise UnsupportedLayerError(
+                f"QAT needs a flat functional model; layer '{layer.name}' is a nested model"
+            )
+        if type(layer) not in _TWINS and not isinstance(layer, _PASSTHROUGH + _RANGED):
+            supported = sorted(c.__name__ for c in _PASSTHROUGH + _RANGED + tuple(_TWINS))
+            raise UnsupportedLayerError(
+                f"QAT has no quantized version of layer '{layer.name}' "
+                f"({type(layer).__name__}); supported layers: {', '.join(supported)}"
+            )
+
+
+def _preprocess_fold_target(model):
+    """The stem conv that directly consumes the model's Preprocess layer, if any."""
+    for layer in model.layers:
+        if isinstance(layer, kmv_layers.Preprocess):
+            consumers = [n.operation for n in layer._outbound_nodes]
+            if len(consumers) == 1 and isinstance(consumers[0], kmv_layers.ConvNormAct):
+                return layer, consumers[0]
+    return None, None
+
+
+def _twin_conv(layer, momentum):
+    return QConvAct(layer.filters, layer.kernel_size, layer.strides, layer.dilation_rate,
+                    layer.depthwise, layer.activation, use_bias=layer.norm is not None,
+                    momentum=momentum, name=layer.name)
+
+
+def _twin_dense(layer, momentum):
+    activation = keras.activations.serialize(layer.activation)
+    return QDense(layer.units, activation, layer.use_bias, momentum=momentum, name=layer.name)
+
+
+_TWINS = {
+    kmv_layers.PatchResize: lambda l, m: QPatchResize(l.patch_size, l.align_corners, name=l.name),
+    kmv_layers.Preprocess: lambda l, m: QPreprocess(
+        momentum=m, scale=l.scale, reverse_channels=l.reverse_channels, name=l.name),
+    kmv_layers.ConvNormAct: _twin_conv,
+    keras.layers.Dense: _twin_dense,
+    kmv_layers.LayerNorm: lambda l, m: QLayerNorm(l.epsilon, l.axes, momentum=m, name=l.name),
+    kmv_layers.MultiHeadSelfAttention: lambda l, m: QMultiHeadSelfAttention(
+        l.num_heads, attention_dropout=l.attention_dropout, momentum=m, name=l.name),
+    kmv_layers.LinearSelfAttention: lambda l, m: QLinearSelfAttention(
+        attention_dropout=l.attention_dropout, momentum=m, name=l.name),
+}
+
+
+def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibration_samples=256,
+                   batch_size=16):
+    """A QAT twin of a trained float keras_mobilevit model, with the same weights.
+
+    Args:
+        model: a flat functional model of keras_mobilevit layers (`create_model(...)`),
+            with trained weights.
+        calibration_data: images (see `calibrate`) to set the initial activation
+            ranges. Without it the ranges start from the first training batch.
+        momentum: of the moving min/max during training.
+
+    Returns:
+        A `keras.Model` (serializable; save it as `.keras`) whose float output matches
+        the input model up to int8 rounding. Fine-tune it with `fit`, then convert it
+        with `tflite.convert.convert(qat_model, "int8", ...)`.
+
+    Raises:
+        UnsupportedLayerError: naming the first layer that has no quantized version.
+    """
+    _check_supported(model)
+    preprocess, stem = _preprocess_fold_target(model)
+
+    def clone(layer):
+        if layer is preprocess:
+            # Scale and flip move into the stem conv; the input keeps a pixel range
+            # so the int8 input is exactly the uint8 pixel value.
+            return FakeQuant(fixed_range=PIXEL_RANGE, name=layer.name)
+        for cls, twin in _TWINS.items():
+            if type(layer) is cls:
+                return twin(layer, momentum)
+        return layer.__class__.from_config(layer.get_config())
+
+    def call(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        if isinstance(layer, _RANGED):
+            out = FakeQuant(momentum=momentum, name=f"{layer.name}.fq")(out)
+        return out
+
+    qat = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for layer in qat.layers:
+        if not hasattr(layer, "load_float"):
+            continue
+        source = model.get_layer(layer.name)
+        if stem is not None and source is stem:
+            layer.load_float(source, input_scale=preprocess.scale,
+                             reverse_input_channels=preprocess.reverse_channels)
+        else:
+            layer.load_float(source)
+    if calibration_data is not None:
+        calibrate(qat, calibration_data, num_calibration_samples, batch_size)
+    return qat
+
+
+def fake_quant_layers(model):
+    """Every FakeQuant in `model`, nested ones included."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, FakeQuant)]
+
+
+def calibrate(qat_model, data, num_samples=256, batch_size=16):
+    """Set every moving activation range to its min/max over `data` (post-training
+    quantization ranges; QAT then refines them).
+
+    `data`: images as `tflite.convert.representative_samples` accepts them (numpy
+    array, tf.data.Dataset of images or (image, label) pairs, any iterable).
+    """
+    from tflite import convert
+
+    images = convert.representative_samples(
+        data, tuple(qat_model.inputs[0].shape[1:]), num_samples, pixel_range=None)
+    quants = [q for q in fake_quant_layers(qat_model) if q.fixed_range is None]
+    for q in quants:
+        q.observed.assign(0.0)
+        q.calibrating = True
+    try:
+        for start in range(0, len(images), batch_size):
+            qat_model(images[start:start + batch_size], training=False)
+    finally:
+        for q in quants:
+            q.calibrating = False
+    return qat_model
+
+
+def load_qat_model(path):
+    """Load a QAT `.keras` file (registers the QAT and model layers)."""
+    return keras.models.load_model(path, compile=False)

@@ -1,0 +1,1 @@
+"""Training, evaluation and benchmarking of keras_mobilevit models (see README.md)."""

@@ -1,0 +1,144 @@
+"""Decoding and augmentation inside tf.data.
+
+Images leave every function as float32 [H, W, 3] RGB in [0, 255] (the models rescale
+internally); labels as one-hot float32. Grey or RGBA inputs become RGB when decoded.
+
+Keras core layers do the flip, RandAugment, RandomErasing, MixUp and CutMix. Neither
+Keras nor tf.data has RandomResizedCrop, so it is written here from
+`tf.image.sample_distorted_bounding_box` (as TF's official ImageNet pipelines do); for
+JPEGs it decodes only the crop window (`decode_and_crop_jpeg`), which is much cheaper
+than decoding the whole photo.
+
+Example:
+    >>> image = random_resized_crop(encoded_jpeg, 256, interpolation="bicubic")
+    >>> augmenter = Augmenter(randaugment=True, random_erasing=0.25,
+    ...                       mixup_alpha=0.2, cutmix_alpha=1.0)
+    >>> image = augmenter.per_image(image)
+    >>> images, labels = augmenter.per_batch(images, one_hot_labels)
+"""
+
+import tensorflow as tf
+import keras
+
+ASPECT_RATIOS = (3 / 4, 4 / 3)
+# torchvision's RandAugment default (2 ops, magnitude 9 of 31 bins) in Keras' 0..1 scale.
+RANDAUGMENT_OPS, RANDAUGMENT_FACTOR = 2, 0.3
+
+
+def decode(image):
+    """Encoded bytes (JPEG/PNG/GIF/BMP) or a decoded uint8 tensor -> uint8 [H, W, 3]."""
+    if image.dtype == tf.string:
+        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+    elif image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _resize(image, size, interpolation, antialias):
+    """uint8/float [h, w, 3] -> float32 [size..., 3] in [0, 255] (bicubic overshoots)."""
+    image = tf.image.resize(image, size, method=interpolation, antialias=antialias)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def _crop_window(image_shape, scale):
+    """(offset_y, offset_x, height, width) of a RandomResizedCrop window.
+
+    Falls back to the whole image after 10 failed attempts (torchvision: a center crop).
+    """
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        image_shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        min_object_covered=0.0, aspect_ratio_range=ASPECT_RATIOS, area_range=scale,
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    return begin[0], begin[1], size[0], size[1]
+
+
+def random_resized_crop(image, size, scale=(0.08, 1.0), interpolation="bilinear",
+                        antialias=False):
+    """Random area/aspect crop resized to `size` x `size`: float32 [size, size, 3].
+
+    `image` is encoded bytes (JPEGs decode only the window) or a uint8 tensor.
+    """
+    size = tf.stack([size, size])
+    if image.dtype == tf.string:
+        def crop_jpeg():
+            y, x, h, w = _crop_window(tf.image.extract_jpeg_shape(image), scale)
+            return tf.image.decode_and_crop_jpeg(image, tf.stack([y, x, h, w]), channels=3)
+
+        def crop_other():
+            decoded = decode(image)
+            y, x, h, w = _crop_window(tf.shape(decoded), scale)
+            return decoded[y:y + h, x:x + w]
+
+        crop = tf.cond(tf.io.is_jpeg(image), crop_jpeg, crop_other)
+    else:
+        decoded = decode(image)
+        y, x, h, w = _crop_window(tf.shape(decoded), scale)
+        crop = decoded[y:y + h, x:x + w]
+    crop.set_shape([None, None, 3])
+    return _resize(crop, size, interpolation, antialias)
+
+
+def center_crop(image, size, crop_fraction=256 / 288, interpolation="bilinear",
+                antialias=False):
+    """Eval transform: short side to size / crop_fraction, central size x size crop."""
+    image = decode(image)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    resized = tf.cast(tf.math.ceil(shape * (size / crop_fraction) / tf.reduce_min(shape)),
+                      tf.int32)
+    resized = tf.maximum(resized, size)
+    image = _resize(image, resized, interpolation, antialias)
+    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+class Augmenter:
+    """The recipe's augmentations after the crop, built once and reused by tf.data.
+
+    `per_image` runs on one float image (flip, RandAugment), `per_batch` on a batch
+    with one-hot labels (RandomErasing, then MixUp or CutMix, one of them per batch
+    when both are on, like timm's Mixup with switch probability 0.5).
+    """
+
+    def __init__(self, flip=True, randaugment=False, random_erasing=0.0, mixup_alpha=0.0,
+                 cutmix_alpha=0.0):
+        # dtype float32: under a mixed-precision policy the layers would output float16.
+        def layer(cls, **kwargs):
+            return cls(dtype="float32", **kwargs)
+
+        self.flip = layer(keras.layers.RandomFlip, mode="horizontal") if flip else None
+        self.randaugment = layer(
+            keras.layers.RandAugment, value_range=(0, 255), num_ops=RANDAUGMENT_OPS,
+            factor=RANDAUGMENT_FACTOR) if randaugment else None
+        # Keras draws each image's erasing probability from `factor`: fix it.
+        self.erasing = layer(
+            keras.layers.RandomErasing, factor=(random_erasing, random_erasing),
+            value_range=(0, 255)) if random_erasing else None
+        self.mixup = layer(keras.layers.MixUp, alpha=mixup_alpha) if mixup_alpha else None
+        self.cutmix = layer(
+            keras.layers.CutMix, factor=cutmix_alpha) if cutmix_alpha else None
+
+    def per_image(self, image):
+        """float32 [H, W, 3] -> float32 [H, W, 3]."""
+        if self.flip is not None:
+            image = self.flip(image)
+        if self.randaugment is not None:
+            image = self.randaugment(image)
+        return image
+
+    def per_batch(self, images, labels):
+        """float32 [B, H, W, 3], one-hot [B, C] -> the same, erased and/or mixed."""
+        if self.erasing is not None:
+            images = self.erasing(images)
+        mixers = [m for m in (self.mixup, self.cutmix) if m is not None]
+        if not mixers:
+            return images, labels
+
+        def mix(layer):
+            return lambda: tuple(layer({"images": images, "labels": labels}).values())
+
+        if len(mixers) == 1:
+            mixed = mix(mixers[0])()
+        else:
+            mixed = tf.cond(tf.random.uniform([]) < 0.5, mix(self.mixup), mix(self.cutmix))
+        return mixed[0], mixed[1]
