@@ -66,29 +66,30 @@ def int8_tflite(calibrated):
     return rewrite.float_islands(convert.quantize_calibrated(calibrated), convert.KEEP_FLOAT)
 
 
-def _run(content, images):
-    return benchmark.predict_tflite(content if isinstance(content, str) else _save(content), images)
+@pytest.fixture(scope="module")
+def save(tmp_path_factory):
+    """Write `.tflite` bytes to a file (the interpreters and the memory probe read files)."""
+    folder = tmp_path_factory.mktemp("tflite")
+    paths = {}
+
+    def _save(content):
+        if content not in paths:
+            paths[content] = str(folder / f"model_{len(paths)}.tflite")
+            with open(paths[content], "wb") as f:
+                f.write(content)
+        return paths[content]
+
+    return _save
 
 
-def _save(content, _cache={}):
-    import tempfile
-
-    if id(content) not in _cache:
-        f = tempfile.NamedTemporaryFile(suffix=".tflite", delete=False)
-        f.write(content)
-        f.close()
-        _cache[id(content)] = f.name
-    return _cache[id(content)]
-
-
-def test_float32_builtin_batch1_and_matches_keras(float_model, float_tflite):
+def test_float32_builtin_batch1_and_matches_keras(float_model, float_tflite, save):
     graph = analyze.load(float_tflite)
     assert analyze.non_builtin_ops(graph) == []
     assert graph.inputs[0].shape == (1, SIZE, SIZE, 3) and graph.inputs[0].dtype == "float32"
     assert "SHAPE" not in graph.op_counts()  # no dynamic-batch shape arithmetic
     x = _pixels(3, seed=1)
-    np.testing.assert_allclose(_run(float_tflite, x), float_model.predict(x, verbose=0),
-                               rtol=0, atol=1e-4)
+    np.testing.assert_allclose(benchmark.predict_tflite(save(float_tflite), x),
+                               float_model.predict(x, verbose=0), rtol=0, atol=1e-4)
 
 
 def test_qat_model_matches_float_model(float_model, qat_model):
@@ -132,19 +133,20 @@ def test_strict_int8_has_no_float_op(calibrated):
     assert graph.inputs[0].dtype == "int8" and graph.inputs[0].zero_point == (-128,)
 
 
-def test_float_islands_keep_int8_results(calibrated, int8_tflite):
+def test_float_islands_keep_int8_results(calibrated, int8_tflite, save):
     strict = convert.quantize_calibrated(calibrated, "uint8")
     x = _pixels(4, seed=4)
-    a, b = _run(strict, x), _run(int8_tflite, x)
+    a = benchmark.predict_tflite(save(strict), x)
+    b = benchmark.predict_tflite(save(int8_tflite), x)
     spread = np.ptp(a)
     assert np.abs(a - b).max() <= 0.1 * spread  # float softmax / rsqrt: a few int8 steps
     assert rewrite.float_islands(strict, ()) == strict
 
 
-def test_int8_close_to_float(float_model, int8_tflite):
+def test_int8_close_to_float(float_model, int8_tflite, save):
     x = _pixels(8, seed=5)
     y_float = float_model.predict(x, verbose=0)
-    y_int8 = _run(int8_tflite, x)
+    y_int8 = benchmark.predict_tflite(save(int8_tflite), x)
     assert np.abs(y_int8 - y_float).max() < 0.15 * np.ptp(y_float)
 
 
@@ -179,8 +181,8 @@ def test_op_profile_times_every_op(int8_tflite):
     assert "BATCH_MATMUL" in op_profile.report(rows)
 
 
-def test_latency_and_memory(float_tflite, int8_tflite):
-    paths = {"float32": _save(float_tflite), "int8": _save(int8_tflite)}
+def test_latency_and_memory(float_tflite, int8_tflite, save):
+    paths = {"float32": save(float_tflite), "int8": save(int8_tflite)}
     lat = benchmark.latency(paths, threads=1, warmup=1, runs=4, rounds=2)
     assert set(lat) == set(paths) and all(v["p90_ms"] >= v["p50_ms"] > 0 for v in lat.values())
     mem = benchmark.peak_memory(paths["int8"])
@@ -246,3 +248,17 @@ def test_qat_rejects_unsupported_layer():
 def test_unknown_mode():
     with pytest.raises(ValueError, match="mode must be one of"):
         convert.convert(_tiny(), "int4")
+
+
+def test_convert_command_line(tmp_path):
+    model_path = tmp_path / "tiny.keras"
+    _tiny().save(model_path)
+    out = tmp_path / "out"
+    assert convert.main([str(model_path), "--quant", "float32", "int8", "--calib", "random",
+                         "--num-calib", "4", "-o", str(out), "--name", "tiny"]) == 0
+    for mode in ("float32", "int8"):
+        assert analyze.non_builtin_ops(str(out / f"tiny_{mode}.tflite")) == []
+        spec = json.loads((out / f"tiny_{mode}.json").read_text())
+        assert spec["model_file"] == f"tiny_{mode}.tflite" and spec["num_classes"] == 2
+        assert (out / f"tiny_{mode}.labels.txt").read_text().split() == ["class_0", "class_1"]
+    assert spec["input"]["dtype"] == "uint8" and spec["calibration"] == "random"

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import training_utils
-from training import augment, data, pipeline, sampler
+from training import augment, data, pipeline, recipes, sampler
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +83,40 @@ def test_train_dataset_batches(source, recipe):
         np.testing.assert_allclose(tf.reduce_sum(labels, -1), 1.0, atol=1e-5)
 
 
-def test_eval_dataset_sees_each_example_once(source):
+def test_eval_dataset_sees_each_example_once_in_full_batches(source):
     settings = pipeline.PipelineSettings(image_size=16, batch_size=5)
     batches = list(pipeline.eval_dataset(source, settings))
-    assert sum(b[0].shape[0] for b in batches) == source.num_examples(source.eval_split)
-    for images, labels in batches:
+    count = source.num_examples(source.eval_split)
+    padded = 5 * len(batches)
+    assert padded - 5 < count <= padded
+    weights = np.concatenate([w.numpy() for _, _, w in batches])
+    assert np.sum(weights > 0) == count and np.sum(weights) == pytest.approx(padded)
+    for images, labels, _ in batches:
+        assert images.shape[0] == 5
         _check_images(images, 16)
         assert set(np.unique(labels)) <= {0.0, 1.0}
+
+
+def test_padded_eval_metrics_are_exact(tmp_path):
+    import keras
+
+    # One image per class held out, batches of 5: three blank padding examples.
+    source = data.open_source(image_folder=training_utils.make_image_folder(
+        tmp_path, per_class=1, splits=("train", "val")))
+    settings = pipeline.PipelineSettings(image_size=16, batch_size=5)
+    # Always predicts class 1: right for half the real images; the padding's all-zero
+    # label reads as class 0, so padding counted as examples would lower the accuracy.
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)), keras.layers.Flatten(),
+        keras.layers.Dense(2, kernel_initializer="zeros",
+                           bias_initializer=keras.initializers.Constant([0.0, 1.0]))])
+    model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=recipes.make_metrics(2))
+    metrics = model.evaluate(pipeline.eval_dataset(source, settings), return_dict=True,
+                             verbose=0)
+    assert metrics["accuracy"] == pytest.approx(0.5)
+    assert metrics["loss"] == pytest.approx(-np.log(np.exp(0.0) / (1 + np.e)) / 2
+                                            - np.log(np.e / (1 + np.e)) / 2)
 
 
 def test_image_batch_pairs_match_cvnets():
@@ -115,6 +142,24 @@ def test_multi_scale_batches_use_every_scale():
         seen[key] = seen.get(key, 0) + 1
     assert set(seen) == set(pairs)
     assert min(seen.values()) > 150 / len(pairs) / 2  # each scale about equally often
+
+
+def test_multi_scale_steps_share_one_scale_across_replicas_and_workers():
+    pairs = [(8, 6), (12, 3), (16, 2)]
+
+    def scales(seed, offset):
+        # Another worker reads other examples: only the seed fixes the scale sequence.
+        examples = tf.data.Dataset.range(offset, 10**6).map(
+            lambda i: (tf.zeros([4, 4, 3], tf.uint8), i))
+        batches = sampler.multi_scale_batches(
+            examples, pairs, lambda image, size: tf.image.resize(image, tf.stack([size, size])),
+            replicas=2, seed=seed)
+        return [(images.shape[1], images.shape[0]) for images, _ in batches.take(40)]
+
+    worker_0, worker_1 = scales(seed=3, offset=0), scales(seed=3, offset=500)
+    assert worker_0 == worker_1
+    assert all(worker_0[i] == worker_0[i + 1] for i in range(0, 40, 2))  # per step
+    assert len(set(worker_0)) > 1
 
 
 def test_bundled_dataset_opens_offline(tmp_path):

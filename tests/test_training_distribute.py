@@ -1,5 +1,6 @@
 """Data parallelism through tf.distribute: MirroredStrategy over two logical CPUs and a
-two-process MultiWorkerMirroredStrategy on 127.0.0.1 (each a few steps on tiny data).
+two-process MultiWorkerMirroredStrategy on 127.0.0.1 (each a few steps on tiny data),
+with a tiny CNN (fast) and with MobileViT (slow).
 
 TPUStrategy is selectable (`--strategy tpu`) but cannot be tested here.
 """
@@ -7,14 +8,14 @@ TPUStrategy is selectable (`--strategy tpu`) but cannot be tested here.
 import json
 import socket
 import subprocess
-import sys
 
 import pytest
 
 import training_utils
 
-ARGS = ["--model", "mobilevitv3_xxs", "--image-size", "32", "--batch-size", "8",
-        "--epochs", "1", "--steps-per-epoch", "3", "--ema-momentum", "0.5"]
+ARGS = ["--image-size", "32", "--batch-size", "8", "--epochs", "1", "--steps-per-epoch",
+        "3", "--ema-momentum", "0.5"]
+SCRIPTS = ["tiny", pytest.param("train.py", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,11 @@ def _summary(out):
     return json.loads((out / "summary.json").read_text())
 
 
-@pytest.mark.slow
-def test_mirrored_strategy_on_two_logical_cpus(folder, tmp_path):
-    # Multi-scale on: each replica gets its own resolution and batch size.
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_mirrored_strategy_on_two_logical_cpus(folder, tmp_path, script):
+    # Multi-scale on: the resolution and batch size change from step to step.
     result = training_utils.run_script(
-        "train.py", "--image-folder", folder, *ARGS, "--multi-scale", "--strategy",
+        script, "--image-folder", folder, *ARGS, "--multi-scale", "--strategy",
         "mirrored", "--cpu-devices", "2", "--output-dir", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replica(s)" in result.stdout
@@ -47,17 +48,17 @@ def _free_ports(n):
     return ports
 
 
-@pytest.mark.slow
-def test_multi_worker_mirrored_strategy_two_processes(folder, tmp_path):
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_multi_worker_mirrored_strategy_two_processes(folder, tmp_path, script):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     out = tmp_path / "run"
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         processes.append(subprocess.Popen(
-            [sys.executable, str(training_utils.REPO / "training" / "train.py"),
-             "--image-folder", str(folder), *ARGS, "--no-multi-scale",
-             "--strategy", "multi_worker", "--output-dir", str(out)],
+            training_utils.script_command(
+                script, "--image-folder", folder, *ARGS, "--multi-scale",
+                "--strategy", "multi_worker", "--output-dir", out),
             env=training_utils.script_env(TF_CONFIG=json.dumps(tf_config)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []

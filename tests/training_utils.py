@@ -1,4 +1,4 @@
-"""Helpers for the training tests: tiny image folders and running the CLI scripts."""
+"""Helpers for the training tests: tiny image folders, a tiny model, running the scripts."""
 
 import os
 import subprocess
@@ -34,6 +34,20 @@ def make_image_folder(root, classes=("cat", "dog"), per_class=8, size=(20, 28),
     return root
 
 
+def tiny_cnn(config):
+    """Stands in for `train.build_model`: a few-parameter CNN that traces in a second.
+
+    Any input size (the multi-scale sampler varies it); pixels in [0, 255] like MobileViT.
+    """
+    import keras
+
+    return keras.Sequential([
+        keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2D(4, 3, strides=2), keras.layers.BatchNormalization(),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(config["num_classes"])],
+        name="tiny_cnn")
+
+
 def script_env(**extra):
     """Environment for a training subprocess: quiet TF, the repository importable."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -42,9 +56,13 @@ def script_env(**extra):
     return env
 
 
-def run_script(script, *args, timeout=600, **popen_kwargs):
-    """Runs training/<script> with `args`; returns the CompletedProcess (text output)."""
-    return subprocess.run(
-        [sys.executable, str(REPO / "training" / script), *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=script_env(), cwd=REPO,
-        **popen_kwargs)
+def script_command(script, *args):
+    """The command line of training/<script>, or of tests/tiny_train.py (`"tiny"`)."""
+    path = REPO / "tests" / "tiny_train.py" if script == "tiny" else REPO / "training" / script
+    return [sys.executable, str(path), *map(str, args)]
+
+
+def run_script(script, *args, timeout=900):
+    """Runs `script_command(script, *args)`; returns the CompletedProcess (text output)."""
+    return subprocess.run(script_command(script, *args), capture_output=True, text=True,
+                          timeout=timeout, env=script_env(), cwd=REPO)

@@ -43,9 +43,11 @@ def images(config, split="eval", limit=None):
     source, settings = _source_and_settings(config)
     name = {"eval": source.eval_split, "train": source.train_split}.get(split, split)
     xs, ys, count = [], [], 0
-    for x, y in pipeline.eval_dataset(source, settings, split=name, batch_size=256):
-        xs.append(x.numpy())
-        ys.append(np.argmax(y.numpy(), axis=-1))
+    for x, y, *weight in pipeline.eval_dataset(source, settings, split=name, batch_size=256):
+        # Batches may be padded with blank examples of weight 0: drop those.
+        real = weight[0].numpy() > 0 if weight else np.ones(len(x), bool)
+        xs.append(x.numpy()[real])
+        ys.append(np.argmax(y.numpy()[real], axis=-1))
         count += len(xs[-1])
         if limit and count >= limit:
             break

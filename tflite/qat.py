@@ -34,6 +34,12 @@ from keras_mobilevit import layers as kmv_layers
 _register = keras.saving.register_keras_serializable(package="keras_mobilevit_qat")
 _fake_quant = keras.quantizers.fake_quant_with_min_max_vars
 
+# Smallest range an activation (width) or a weight tensor (max |w|) gets: an all-zero
+# tensor (e.g. a zero-initialized branch) must still give the converter a usable scale;
+# scales near the float32 limit make it fail or crash.
+MIN_ACTIVATION_RANGE = 1e-4
+MIN_WEIGHT_RANGE = 1e-6
+
 # TFLite's int8 softmax / logistic output: scale 1/256, zero point -128, i.e. [0, 255/256].
 UNIT_RANGE = (0.0, 255.0 / 256.0)
 PIXEL_RANGE = (0.0, 255.0)
@@ -50,7 +56,7 @@ def quantize_weights(w, axis=None):
     else:
         axes = tuple(i for i in range(len(w.shape)) if i != axis % len(w.shape))
         m = ops.max(ops.abs(w), axis=axes)
-    m = ops.stop_gradient(ops.maximum(m, 1e-8))
+    m = ops.stop_gradient(ops.maximum(m, MIN_WEIGHT_RANGE))
     return _fake_quant(w, -m, m, num_bits=8, narrow_range=True, axis=axis)
 
 
@@ -96,9 +102,9 @@ class FakeQuant(keras.layers.Layer):
         if self.symmetric:
             # [-128, 127] steps of hi / 127: the zero point is exactly 0 (a plain [-m, m]
             # puts it at 127.5, which float rounding sends to -1 or 0).
-            hi = ops.maximum(ops.maximum(-lo, hi), 1e-6)
+            hi = ops.maximum(ops.maximum(-lo, hi), MIN_ACTIVATION_RANGE)
             lo = -hi * (128.0 / 127.0)
-        hi = ops.maximum(hi, lo + 1e-6)
+        hi = ops.maximum(hi, lo + MIN_ACTIVATION_RANGE)
         seen = self.observed > 0
         if self.calibrating:
             lo = ops.where(seen, ops.minimum(self.range_min, lo), lo)

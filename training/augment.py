@@ -13,8 +13,8 @@ Example:
     >>> image = random_resized_crop(encoded_jpeg, 256, interpolation="bicubic")
     >>> augmenter = Augmenter(randaugment=True, random_erasing=0.25,
     ...                       mixup_alpha=0.2, cutmix_alpha=1.0)
-    >>> image = augmenter.per_image(image)
-    >>> images, labels = augmenter.per_batch(images, one_hot_labels)
+    >>> image = augmenter.per_image(image)                  # flip, RandAugment, erasing
+    >>> images, labels = augmenter.per_batch(images, one_hot_labels)  # MixUp / CutMix
 """
 
 import tensorflow as tf
@@ -95,9 +95,10 @@ def center_crop(image, size, crop_fraction=256 / 288, interpolation="bilinear",
 class Augmenter:
     """The recipe's augmentations after the crop, built once and reused by tf.data.
 
-    `per_image` runs on one float image (flip, RandAugment), `per_batch` on a batch
-    with one-hot labels (RandomErasing, then MixUp or CutMix, one of them per batch
-    when both are on, like timm's Mixup with switch probability 0.5).
+    `per_image` runs on one float image (flip, RandAugment, RandomErasing: timm's
+    order), `per_batch` on a batch with one-hot labels (MixUp or CutMix, one of them
+    per batch when both are on, like timm's Mixup with switch probability 0.5). Both
+    need static image sizes (Keras' erasing and CutMix fail on unknown ones).
     """
 
     def __init__(self, flip=True, randaugment=False, random_erasing=0.0, mixup_alpha=0.0,
@@ -122,14 +123,14 @@ class Augmenter:
         """float32 [H, W, 3] -> float32 [H, W, 3]."""
         if self.flip is not None:
             image = self.flip(image)
-        if self.randaugment is not None:
-            image = self.randaugment(image)
+        if self.randaugment is not None:  # its ops may round just past the range
+            image = tf.clip_by_value(self.randaugment(image), 0.0, 255.0)
+        if self.erasing is not None:
+            image = self.erasing(image)
         return image
 
     def per_batch(self, images, labels):
-        """float32 [B, H, W, 3], one-hot [B, C] -> the same, erased and/or mixed."""
-        if self.erasing is not None:
-            images = self.erasing(images)
+        """float32 [B, H, W, 3], one-hot [B, C] -> the same, mixed."""
         mixers = [m for m in (self.mixup, self.cutmix) if m is not None]
         if not mixers:
             return images, labels
@@ -141,4 +142,4 @@ class Augmenter:
             mixed = mix(mixers[0])()
         else:
             mixed = tf.cond(tf.random.uniform([]) < 0.5, mix(self.mixup), mix(self.cutmix))
-        return mixed[0], mixed[1]
+        return tf.clip_by_value(mixed[0], 0.0, 255.0), mixed[1]  # mixing rounds past 255

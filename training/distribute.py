@@ -23,26 +23,45 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 def make_strategy(name="default", cpu_devices=1, tpu=""):
     """The strategy called `name` (one of STRATEGIES)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
     if cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "one_device":
-        return tf.distribute.OneDeviceStrategy((gpus or tf.config.list_logical_devices("CPU"))[0].name)
-    if name == "mirrored":
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    # These two configure the runtime themselves: nothing may initialise it before.
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(devices[0].name)
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy with a `reduce` that Keras 3's `fit` can use.
+
+    Keras 3 (keras-team/keras#20585) calls `strategy.reduce` on the (images, labels)
+    tuple of the first batch, which this strategy only accepts tensor by tensor, and
+    with `axis=0` on scalar metrics, which it rejects (the mean over replicas is meant).
+    MirroredStrategy does not need this.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        reduce = super().reduce
+
+        def one(v):
+            rank = self.experimental_local_results(v)[0].shape.rank
+            return reduce(reduce_op, v, None if rank == 0 else axis)
+
+        return tf.nest.map_structure(one, value)
 
 
 def is_chief(strategy):

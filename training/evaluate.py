@@ -72,7 +72,7 @@ def evaluate(model, source, split, settings, batch_size=64, verbose="auto"):
     """{"accuracy", "top5", "loss", "examples"} of `model` (logits or probabilities)."""
     from_logits = getattr(model.layers[-1], "activation", None) is not keras.activations.softmax
     model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits),
-                  metrics=recipes.make_metrics(len(source.class_names)))
+                  weighted_metrics=recipes.make_metrics(len(source.class_names)))
     ds = pipeline.eval_dataset(source, settings, split=split, batch_size=batch_size)
     metrics = model.evaluate(ds, return_dict=True, verbose=verbose)
     return dict(metrics, examples=source.num_examples(split))

@@ -51,7 +51,7 @@ def _cache(source, split, settings, num_shards):
     return settings.cache == "yes"
 
 
-def train_dataset(source, settings, input_context=None):
+def train_dataset(source, settings, input_context=None, seed=0):
     """Endless per-replica batches (float32 images in [0, 255], one-hot labels)."""
     ctx = input_context or tf.distribute.InputContext()
     split, num_classes = source.train_split, len(source.class_names)
@@ -68,44 +68,55 @@ def train_dataset(source, settings, input_context=None):
         augment.random_resized_crop, scale=(settings.crop_scale_min, 1.0),
         interpolation=settings.interpolation, antialias=settings.antialias)
 
-    def transform(image, size):
+    def transform(image, size):  # size: a Python int, so shapes stay static
         return augmenter.per_image(crop(image, size))
-
-    batch = ctx.get_per_replica_batch_size(settings.batch_size)
-    if settings.multi_scale:
-        ds = sampler.multi_scale_batches(ds, settings.scale_pairs(batch), transform)
-    else:
-        size = tf.constant(settings.image_size)
-        ds = ds.map(lambda image, label: (transform(image, size), label),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(batch, drop_remainder=True)
 
     def finish(images, labels):
         return augmenter.per_batch(images, tf.one_hot(labels, num_classes))
 
-    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    batch = ctx.get_per_replica_batch_size(settings.batch_size)
+    if settings.multi_scale:
+        local_replicas = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        ds = sampler.multi_scale_batches(ds, settings.scale_pairs(batch), transform,
+                                         replicas=local_replicas, seed=seed,
+                                         batch_transform=finish)
+    else:
+        ds = ds.map(lambda image, label: (transform(image, settings.image_size), label),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch, drop_remainder=True)
+        ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = False  # take whichever image is ready first
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(source, settings, split=None, batch_size=None):
-    """Batches of (float32 [B, size, size, 3], one-hot), each example exactly once.
+    """Full batches of (float32 [B, size, size, 3], one-hot, weight), every example once.
 
-    Not sharded here: under a multi-worker strategy Keras shards it by element.
+    The split is padded with blank examples of weight 0 up to a whole number of
+    batches, and the real ones weigh (padded count / real count), so top-1 and the
+    (per-example mean) loss are exact while every batch splits evenly over replicas:
+    Keras averages the first batch over replicas to build the model, and a replica
+    left with an empty batch fails. Not sharded here: under a multi-worker strategy
+    Keras shards it by element.
     """
     split = split or source.eval_split
-    num_classes = len(source.class_names)
+    batch_size = batch_size or settings.batch_size
+    num_classes, size = len(source.class_names), settings.image_size
+    count = source.num_examples(split)
+    padded = -(-count // batch_size) * batch_size
     center = functools.partial(
-        augment.center_crop, size=settings.image_size,
-        crop_fraction=settings.eval_crop_fraction, interpolation=settings.interpolation,
-        antialias=settings.antialias)
+        augment.center_crop, size=size, crop_fraction=settings.eval_crop_fraction,
+        interpolation=settings.interpolation, antialias=settings.antialias)
     ds = source.read(split)
     if _cache(source, split, settings, 1):
         ds = ds.cache()
-    ds = ds.map(lambda image, label: (center(image), tf.one_hot(label, num_classes)),
+    ds = ds.map(lambda image, label: (center(image), tf.one_hot(label, num_classes),
+                                      tf.constant(padded / count, tf.float32)),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size or settings.batch_size)
+    blank = (tf.zeros([size, size, 3]), tf.zeros([num_classes]), tf.constant(0.0))
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padded - count))
+    ds = ds.batch(batch_size, drop_remainder=True)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)

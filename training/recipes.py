@@ -136,7 +136,10 @@ def make_loss(label_smoothing):
 
 
 def make_metrics(num_classes):
-    """Top-1 always, top-5 when there are more than 5 classes."""
+    """Top-1 always, top-5 when there are more than 5 classes.
+
+    Compile them as `weighted_metrics`: the eval pipeline pads with weight-0 examples.
+    """
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     if num_classes > 5:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))

@@ -17,6 +17,7 @@ Examples:
 import argparse
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -229,7 +230,7 @@ def compile_model(model, config):
                                      recipe.warmup_steps, config["total_steps"])
     optimizer = recipes.make_optimizer(recipe, schedule, model, recipe.ema_momentum)
     model.compile(optimizer=optimizer, loss=recipes.make_loss(recipe.label_smoothing),
-                  metrics=recipes.make_metrics(config["num_classes"]))
+                  weighted_metrics=recipes.make_metrics(config["num_classes"]))
     # Built here, not in the first step: that step would be traced twice (~3x slower).
     optimizer.build(model.trainable_variables)
 
@@ -287,9 +288,10 @@ def train(config, source, strategy, out, chief, checkpoint_every=500, verbose="a
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
         end_epoch = epoch + 1 if offset else epochs  # finish a resumed epoch on its own
-        tf.random.set_seed(config["seed"] + step)  # a new shuffle after every resume
+        seed = config["seed"] + step  # a new shuffle after every resume
+        tf.random.set_seed(seed)
         train_ds = strategy.distribute_datasets_from_function(
-            functools.partial(pipeline.train_dataset, source, settings))
+            functools.partial(pipeline.train_dataset, source, settings, seed=seed))
         extra = [cb.KeepTrainingWeights()] if ema and end_epoch < epochs else []
         model.fit(train_ds, initial_epoch=epoch, epochs=end_epoch,
                   steps_per_epoch=steps_per_epoch - offset, validation_data=eval_ds,
@@ -323,6 +325,9 @@ def train(config, source, strategy, out, chief, checkpoint_every=500, verbose="a
 
 def main(argv=None):
     args = parse_args(argv)
+    if importlib.util.find_spec("tensorboard") is None:  # fail now, not after an epoch
+        raise SystemExit("error: TensorBoard is not installed: pip install -e '.[train]' "
+                         "(or pip install tensorboard)")
     strategy = distribute.make_strategy(args.strategy, args.cpu_devices, args.tpu)
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(args.seed)

@@ -1,0 +1,61 @@
+"""`train.build_model`: a new model, fine-tuning from official weights, `--from`."""
+
+import keras
+import numpy as np
+import pytest
+
+import training_utils  # noqa: F401  (makes `training` importable)
+import keras_mobilevit as kmv
+from training import train
+
+
+def _config(**overrides):
+    config = dict(model="mobilevitv3_xxs", num_classes=7, weights=None, from_model=None,
+                  dropout=None, recipe=dict(image_size=64, multi_scale=False))
+    config.update(overrides)
+    return config
+
+
+def test_new_model_outputs_logits_for_the_classes():
+    model = train.build_model(_config())
+    assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 7)
+    assert model.layers[-1].activation is keras.activations.linear  # logits
+    multi_scale = train.build_model(_config(recipe=dict(image_size=64, multi_scale=True)))
+    assert multi_scale.input_shape == (None, None, None, 3)
+
+
+def test_fine_tuning_from_official_weights_gets_a_new_head(fixtures_path):
+    checkpoint = fixtures_path / "mobilevit_v3_xxs.pt"
+    model = train.build_model(_config(weights=str(checkpoint), dropout=0.2))
+    assert model.output_shape == (None, 7) and model.get_layer("head").units == 7
+    assert model.get_layer("head_dropout").rate == 0.2
+    reference = kmv.create_model("mobilevitv3_xxs", include_top=False, pooling="avg",
+                                 weights=str(checkpoint), input_shape=(64, 64, 3))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    features = keras.Model(model.input, model.get_layer("head_dropout").input)
+    np.testing.assert_allclose(features.predict(x, verbose=0),
+                               reference.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_from_a_saved_model_keeps_or_replaces_the_head(tmp_path):
+    path = tmp_path / "model.keras"
+    kmv.create_model("mobilevitv3_xxs", weights=None, input_shape=(32, 32, 3), classes=7,
+                     classifier_activation=None).save(path)
+    same = train.build_model(_config(from_model=str(path)))
+    assert same.output_shape == (None, 7) and "head" not in [l.name for l in same.layers]
+    other = train.build_model(_config(from_model=str(path), num_classes=3))
+    assert other.output_shape == (None, 3) and other.get_layer("head").units == 3
+
+
+@pytest.mark.parametrize("policy", ["bfloat16", "float16"])
+def test_mixed_precision_flag(tmp_path, policy):
+    folder = training_utils.make_image_folder(tmp_path / "images", per_class=6)
+    result = training_utils.run_script(
+        "tiny", "--image-folder", folder, "--image-size", "16", "--batch-size", "4",
+        "--epochs", "1", "--steps-per-epoch", "3", "--multi-scale", "--randaugment",
+        "--mixup", "0.2", "--cutmix", "1.0", "--random-erasing", "0.25",
+        "--mixed-precision", policy, "--output-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.isfinite(
+        keras.models.load_model(tmp_path / "run" / "model.keras").predict(
+            np.zeros((1, 16, 16, 3), "float32"), verbose=0)).all()
