@@ -66,6 +66,12 @@ def int8_tflite(calibrated):
     return rewrite.float_islands(convert.quantize_calibrated(calibrated), convert.KEEP_FLOAT)
 
 
+def _predict(path, images):
+    # LiteRT runs in a subprocess: beside TensorFlow's own TFLite runtime in one process,
+    # interpreters crashed now and then (see benchmark.isolated).
+    return benchmark.isolated("predict_tflite", path=path, images=images)
+
+
 @pytest.fixture(scope="module")
 def save(tmp_path_factory):
     """Write `.tflite` bytes to a file (the interpreters and the memory probe read files)."""
@@ -88,7 +94,7 @@ def test_float32_builtin_batch1_and_matches_keras(float_model, float_tflite, sav
     assert graph.inputs[0].shape == (1, SIZE, SIZE, 3) and graph.inputs[0].dtype == "float32"
     assert "SHAPE" not in graph.op_counts()  # no dynamic-batch shape arithmetic
     x = _pixels(3, seed=1)
-    np.testing.assert_allclose(benchmark.predict_tflite(save(float_tflite), x),
+    np.testing.assert_allclose(_predict(save(float_tflite), x),
                                float_model.predict(x, verbose=0), rtol=0, atol=1e-4)
 
 
@@ -136,8 +142,8 @@ def test_strict_int8_has_no_float_op(calibrated):
 def test_float_islands_keep_int8_results(calibrated, int8_tflite, save):
     strict = convert.quantize_calibrated(calibrated, "uint8")
     x = _pixels(4, seed=4)
-    a = benchmark.predict_tflite(save(strict), x)
-    b = benchmark.predict_tflite(save(int8_tflite), x)
+    a = _predict(save(strict), x)
+    b = _predict(save(int8_tflite), x)
     spread = np.ptp(a)
     assert np.abs(a - b).max() <= 0.1 * spread  # float softmax / rsqrt: a few int8 steps
     assert rewrite.float_islands(strict, ()) == strict
@@ -146,13 +152,13 @@ def test_float_islands_keep_int8_results(calibrated, int8_tflite, save):
 def test_int8_close_to_float(float_model, int8_tflite, save):
     x = _pixels(8, seed=5)
     y_float = float_model.predict(x, verbose=0)
-    y_int8 = benchmark.predict_tflite(save(int8_tflite), x)
+    y_int8 = _predict(save(int8_tflite), x)
     assert np.abs(y_int8 - y_float).max() < 0.15 * np.ptp(y_float)
 
 
-def test_xnnpack_takes_the_attention_matmuls(int8_tflite):
+def test_xnnpack_takes_the_attention_matmuls(int8_tflite, save):
     graph = analyze.load(int8_tflite)
-    delegated = analyze.delegated_ops(graph)
+    delegated = benchmark.isolated("delegated_ops", model=save(int8_tflite))
     matmuls = [op for op in graph.ops if op.name == "BATCH_MATMUL"]
     assert matmuls and all(op.index in delegated for op in matmuls)
     assert all(op.inputs[1].zero_point == (0,) for op in matmuls)  # what XNNPACK requires
@@ -174,8 +180,8 @@ def test_android_artifacts(int8_tflite, tmp_path):
         android.model_spec(str(path), labels=["just one"])
 
 
-def test_op_profile_times_every_op(int8_tflite):
-    rows = op_profile.profile(int8_tflite)
+def test_op_profile_times_every_op(int8_tflite, save):
+    rows = benchmark.isolated("op_profile", model=save(int8_tflite))
     assert len(rows) == len(analyze.load(int8_tflite).ops)
     assert all(r["ms"] > 0 for r in rows)
     assert "BATCH_MATMUL" in op_profile.report(rows)
@@ -183,7 +189,7 @@ def test_op_profile_times_every_op(int8_tflite):
 
 def test_latency_and_memory(float_tflite, int8_tflite, save):
     paths = {"float32": save(float_tflite), "int8": save(int8_tflite)}
-    lat = benchmark.latency(paths, threads=1, warmup=1, runs=4, rounds=2)
+    lat = benchmark.isolated("latency", paths=paths, threads=1, warmup=1, runs=4, rounds=2)
     assert set(lat) == set(paths) and all(v["p90_ms"] >= v["p50_ms"] > 0 for v in lat.values())
     mem = benchmark.peak_memory(paths["int8"])
     assert 0 < mem["model_rss_bytes"] < mem["peak_rss_bytes"] < 2**31

@@ -59,3 +59,22 @@ def test_mixed_precision_flag(tmp_path, policy):
     assert np.isfinite(
         keras.models.load_model(tmp_path / "run" / "model.keras").predict(
             np.zeros((1, 16, 16, 3), "float32"), verbose=0)).all()
+
+
+def test_evaluate_script_reports_top1_top5_and_loss(tmp_path):
+    import json
+
+    from training import evaluate
+
+    classes = [f"c{i}" for i in range(6)]
+    folder = training_utils.make_image_folder(tmp_path / "images", classes=classes,
+                                              per_class=2, splits=("train", "val"))
+    model = training_utils.tiny_cnn({"num_classes": 6})
+    model.save(tmp_path / "model.keras")
+    out = tmp_path / "metrics.json"
+    evaluate.main([str(tmp_path / "model.keras"), "--image-folder", str(folder),
+                   "--split", "val", "--image-size", "16", "--batch-size", "5",
+                   "--json", str(out)])
+    metrics = json.loads(out.read_text())
+    assert metrics["examples"] == 12 and 0 <= metrics["accuracy"] <= metrics["top5"] <= 1
+    assert np.isfinite(metrics["loss"])

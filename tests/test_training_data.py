@@ -64,13 +64,13 @@ def test_augmenter_paths_keep_shapes_ranges_and_label_mass():
     np.testing.assert_allclose(tf.reduce_sum(out_labels, -1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("recipe", ["v1", "v1_multi_scale", "v2"])
+@pytest.mark.parametrize("recipe", ["v1", "v1_multi_scale", "v2", "v2_multi_scale"])
 def test_train_dataset_batches(source, recipe):
     settings = pipeline.PipelineSettings(
-        image_size=16, batch_size=4, multi_scale=recipe == "v1_multi_scale",
+        image_size=16, batch_size=4, multi_scale=recipe.endswith("multi_scale"),
         **(dict(interpolation="bicubic", antialias=True, randaugment=True,
                 random_erasing=0.25, mixup_alpha=0.2, cutmix_alpha=1.0)
-           if recipe == "v2" else {}))
+           if recipe.startswith("v2") else {}))
     pairs = settings.scale_pairs(4)
     for images, labels in pipeline.train_dataset(source, settings).take(6):
         size, batch = images.shape[1], images.shape[0]

@@ -155,6 +155,56 @@ def predict_tflite(path, images, threads=1):
     return np.stack(scores)
 
 
+def isolated(function, **kwargs):
+    """Run one of `WORKER_FUNCTIONS` in a fresh process that never imports TensorFlow.
+
+    TensorFlow's converter brings its own TFLite runtime; with LiteRT's loaded beside it
+    in one process, interpreters crashed (SIGSEGV) now and then. Measuring in a clean
+    process also keeps TensorFlow's threads and memory out of the numbers.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, value in list(kwargs.items()):
+            if isinstance(value, np.ndarray):
+                np.save(os.path.join(tmp, key + ".npy"), value)
+                kwargs[key] = {"npy": os.path.join(tmp, key + ".npy")}
+        spec, out = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.npy")
+        with open(spec, "w") as f:
+            json.dump({"function": function, "kwargs": kwargs, "out": out}, f)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        subprocess.run([sys.executable, "-m", "tflite.benchmark", "--worker", spec],
+                       check=True, env=env)
+        result = np.load(out, allow_pickle=True)
+        return result[()] if result.dtype == object and result.shape == () else result
+
+
+def _worker(spec_path):
+    with open(spec_path) as f:
+        spec = json.load(f)
+    kwargs = {k: np.load(v["npy"]) if isinstance(v, dict) and "npy" in v else v
+              for k, v in spec["kwargs"].items()}
+    result = WORKER_FUNCTIONS[spec["function"]](**kwargs)
+    if not isinstance(result, np.ndarray):  # dicts and lists travel as a 0-d object array
+        holder = np.empty((), dtype=object)
+        holder[()] = result
+        result = holder
+    np.save(spec["out"], result, allow_pickle=True)
+
+
+def _delegated(model):
+    return sorted(analyze.delegated_ops(model))
+
+
+def _profile(model):
+    from tflite import op_profile
+
+    return op_profile.profile(model)
+
+
+WORKER_FUNCTIONS = {"latency": latency, "predict_tflite": predict_tflite,
+                    "delegated_ops": _delegated, "op_profile": _profile}
+
+
 def _write(path, content):
     with open(path, "wb") as f:
         f.write(content)
@@ -197,10 +247,11 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
                                    convert.convert(qat_model, "int8", calib))
     keras_top1 = float(np.mean(reference == labels))
     rows = {}
-    lat = latency(paths, threads=1, warmup=warmup, runs=runs)
-    lat_n = latency(paths, threads=threads, warmup=warmup, runs=runs) if threads > 1 else {}
+    lat = isolated("latency", paths=paths, threads=1, warmup=warmup, runs=runs)
+    lat_n = (isolated("latency", paths=paths, threads=threads, warmup=warmup, runs=runs)
+             if threads > 1 else {})
     for label, path in paths.items():
-        pred = np.argmax(predict_tflite(path, images), axis=-1)
+        pred = np.argmax(isolated("predict_tflite", path=path, images=images), axis=-1)
         rows[label] = {
             **_file_row(label, path, paths["float32"]),
             "top1": float(np.mean(pred == labels)),
@@ -222,7 +273,8 @@ def onnx_baseline(python, timm_name, size, threads, warmup, runs):
                         "--threads", *map(str, threads), "--warmup", str(warmup),
                         "--runs", str(runs), "--json", f.name],
                        check=True, capture_output=True, text=True)
-        result = json.load(open(f.name))
+        with open(f.name) as g:
+            result = json.load(g)
     return result["info"], result["models"][timm_name]
 
 
@@ -247,16 +299,19 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     result = {"model": name, "size": size, "results": {}}
     thread_counts = [1] + ([threads] if threads > 1 else [])
     for t in thread_counts:
-        for label, stats in latency(paths, t, warmup, runs).items():
+        for label, stats in isolated("latency", paths=paths, threads=t, warmup=warmup,
+                                     runs=runs).items():
             result["results"].setdefault(label, {})[f"latency_{t}_thread"] = stats
     for label, path in paths.items():
         result["results"][label].update(_file_row(label, path, paths["float32"]))
         result["results"][label].update(peak_memory(path))
     timm_name = TIMM_NAMES.get(name)
     if baseline_python and timm_name:
-        before = latency({"float32": paths["float32"]}, 1, warmup, runs)["float32"]
+        float_only = {"float32": paths["float32"]}
+        before = isolated("latency", paths=float_only, threads=1, warmup=warmup, runs=runs)
         info, ort = onnx_baseline(baseline_python, timm_name, size, thread_counts, warmup, runs)
-        after = latency({"float32": paths["float32"]}, 1, warmup, runs)["float32"]
+        after = isolated("latency", paths=float_only, threads=1, warmup=warmup, runs=runs)
+        before, after = before["float32"], after["float32"]
         litert_p50 = (before["p50_ms"] + after["p50_ms"]) / 2
         result["onnxruntime"] = {
             "timm_model": timm_name, "info": info, **ort,
@@ -363,7 +418,10 @@ def main(argv=None):
     parser.add_argument("--baseline-python", help="python of the venv with torch, timm, onnxruntime")
     parser.add_argument("--out", default="tflite/results", help="folder for JSON, Markdown and the plot")
     parser.add_argument("--markdown", default="tflite/BENCHMARKS-tflite.md")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: see `isolated`
     args = parser.parse_args(argv)
+    if args.worker:
+        return _worker(args.worker)
 
     os.makedirs(args.out, exist_ok=True)
     report = {"machine": machine_info(), "command": "python -m tflite.benchmark " + " ".join(

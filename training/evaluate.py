@@ -106,8 +106,12 @@ def main(argv=None):
         model = keras.models.load_model(args.model_path, compile=False)
         name = args.model_path
     else:
-        model = kmv.create_model(args.model, weights=args.weights, input_shape=(size, size, 3),
-                                 classes=len(source.class_names))
+        try:
+            model = kmv.create_model(args.model, weights=args.weights,
+                                     input_shape=(size, size, 3), classes=len(source.class_names))
+        except (kmv.CheckpointError, ValueError) as error:  # e.g. 1000 classes vs the data's
+            raise SystemExit(f"error: {error}\n({source.name} has "
+                             f"{len(source.class_names)} classes)") from None
         name = f"{args.model} ({args.weights})"
     metrics = evaluate(model, source, split, settings, args.batch_size)
     print(f"{name} on {source.name} [{split}, {metrics['examples']} images, {size} px]: "

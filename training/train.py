@@ -245,9 +245,10 @@ def prepare_output_dir(out, config, restart, chief):
             elif path.exists():
                 path.unlink()
     if config_path.exists() and (out / "checkpoints" / checkpoint.LATEST).exists():
-        previous = json.loads(config_path.read_text())
-        changed = sorted(k for k in set(previous) | set(config)
-                         if k not in NOT_COMPARED and previous.get(k) != config.get(k))
+        previous, current = _flat(json.loads(config_path.read_text())), _flat(config)
+        changed = sorted(k for k in set(previous) | set(current)
+                         if k.split(".")[0] not in NOT_COMPARED
+                         and previous.get(k) != current.get(k))
         if changed:
             raise SystemExit(
                 f"error: {out} holds a run made with other settings ({', '.join(changed)}"
@@ -257,6 +258,17 @@ def prepare_output_dir(out, config, restart, chief):
             path.mkdir(parents=True, exist_ok=True)
             checkpoint.remove_stale_temporaries(path)
         checkpoint.write_text_atomic(config_path, json.dumps(config, indent=1))
+
+
+def _flat(config):
+    """{"recipe": {"lr": 1}} -> {"recipe.lr": 1}."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def train(config, source, strategy, out, chief, checkpoint_every=500, verbose="auto"):
