@@ -9,7 +9,9 @@ EXTRAS = {
     "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     "jax": ["jax[cpu]>=0.4.30"],
     # tensorflow-datasets 4.9.10 imports importlib_resources without declaring it.
-    "train": ["tensorflow-datasets>=4.9.10,<4.10", "importlib_resources>=6", "matplotlib>=3.8"],
+    # tensorboard: tensorflow-cpu does not pull it, and train.py writes TensorBoard logs.
+    "train": ["tensorflow-datasets>=4.9.10,<4.10", "importlib_resources>=6", "matplotlib>=3.8",
+              "tensorboard>=2.21,<2.22"],
     "tflite": ["ai-edge-litert>=2.3,<2.4"],
 }
 EXTRAS["test"] = sorted({*EXTRAS["cpu"], *EXTRAS["jax"], *EXTRAS["train"], *EXTRAS["tflite"],
