@@ -29,7 +29,7 @@ from tflite import analyze, rewrite
 MODES = ("float32", "float16", "dynamic", "int8")
 # Ops an int8 model keeps in float by default, each between a DEQUANTIZE and a QUANTIZE:
 # LiteRT's XNNPACK delegate has no int8 SOFTMAX or RSQRT, and the builtin int8 kernels
-# it falls back to are slower than the float ones it delegates (see README.md).
+# it falls back to are slower than the float ones it delegates (see tflite/README.md).
 KEEP_FLOAT = ("SOFTMAX", "RSQRT")
 RAW_PIXELS = (0.0, 255.0)
 
@@ -58,8 +58,7 @@ def load_keras_model(path):
     """Load a `.keras` file, registering this project's layers (model and QAT) first."""
     import keras
 
-    with contextlib.suppress(ImportError):
-        import keras_mobilevit  # noqa: F401  (registers the model's layers)
+    import keras_mobilevit  # noqa: F401  (registers the model's layers)
     from tflite import qat  # noqa: F401  (registers the QAT layers)
 
     return keras.models.load_model(path, compile=False)
@@ -332,7 +331,7 @@ def _build_model(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tflite.convert", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a .keras file, or a variant name (see keras_mobilevit.list_models())")
-    parser.add_argument("-o", "--output", default="tflite_out", help="output folder (default: tflite_out)")
+    parser.add_argument("-o", "--output", default="build/tflite", help="output folder (default: build/tflite)")
     parser.add_argument("--quant", nargs="+", default=["float32", "int8"], choices=MODES + ("all",))
     parser.add_argument("--calib", default="training",
                         help="'training' (default: the training pipeline's train split through its "
