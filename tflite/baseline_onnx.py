@@ -37,7 +37,8 @@ def export(name, size, path):
     return sum(p.numel() for p in model.parameters())
 
 
-def time_session(path, threads, warmup, runs, size, seed=0):
+def session(path, threads, size, seed=0):
+    """An ONNX Runtime CPU session and a function running it once on a fixed input."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -47,16 +48,42 @@ def time_session(path, threads, warmup, runs, size, seed=0):
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(seed).uniform(0, 1, (1, 3, size, size)).astype(np.float32)
     feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
+    return lambda: sess.run(None, feed)
+
+
+def timed(run, count):
+    """Seconds of each of `count` runs."""
     times = []
-    for _ in range(runs):
+    for _ in range(count):
         t0 = time.perf_counter()
-        sess.run(None, feed)
+        run()
         times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1e3
+    return times
+
+
+def time_session(path, threads, warmup, runs, size):
+    run = session(path, threads, size)
+    timed(run, warmup)
+    ms = np.array(timed(run, runs)) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
             "mean_ms": float(ms.mean()), "runs": runs, "warmup": warmup}
+
+
+def serve(name, size, threads):
+    """Export, load, then answer stdin lines "RUN n" with a JSON list of n run times
+    (seconds) on stdout, until "QUIT": lets a caller time ONNX Runtime in rounds
+    interleaved with another runtime, so machine load hits both alike."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{name}.onnx")
+        params = export(name, size, path)
+        run = session(path, threads, size)
+        print(json.dumps({"ready": True, "params": params, "size_bytes": os.path.getsize(path),
+                          **runtime_info()}), flush=True)
+        for line in sys.stdin:
+            command = line.split()
+            if not command or command[0] == "QUIT":
+                break
+            print(json.dumps(timed(run, int(command[1]))), flush=True)
 
 
 def runtime_info():
@@ -77,7 +104,11 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--json", default=None, help="write results here (default: stdout)")
+    parser.add_argument("--serve", action="store_true",
+                        help="time one model in rounds on request (see `serve`)")
     args = parser.parse_args(argv)
+    if args.serve:
+        return serve(args.models[0], args.size, args.threads[0])
     results = {"info": runtime_info(), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:

@@ -11,9 +11,11 @@ Two parts, either or both in one run:
   random weights (latency does not depend on weight values), float32 vs PTQ int8
   under LiteRT, and, for the v1/v2 variants timm has, ONNX Runtime running timm's
   export of the same model (`--baseline-python`, see `baseline_onnx.py`).
+  LiteRT work runs in processes that never import TensorFlow (see `isolated`).
 
-Ratios (int8 vs float32, LiteRT vs ONNX Runtime) are always measured side by side in
-the same run: models are timed in interleaved rounds so machine load hits all alike.
+Ratios are always measured side by side in the same run: int8 vs float32 in interleaved
+rounds in one process, LiteRT vs ONNX Runtime in alternating single runs of two timing
+processes, so that machine load hits both alike.
 
     python -m tflite.benchmark --float-run runs/mobilevitv3_xxs-fashion_mnist_subset \\
         --qat-run runs/mobilevitv3_xxs-qat --latency-models mobilevitv3_xs mobilevit_xs \\
@@ -21,6 +23,7 @@ the same run: models are timed in interleaved rounds so machine load hits all al
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -81,7 +84,7 @@ def _interpreter(path, threads):
     return it
 
 
-def latency(paths, threads=1, warmup=10, runs=50, rounds=5):
+def latency(paths, threads=1, warmup=10, runs=50, rounds=10):
     """p50/p90/mean ms per invoke for each `{label: path}`, timed in interleaved rounds."""
     its = {label: _interpreter(p, threads) for label, p in paths.items()}
     for it in its.values():
@@ -95,13 +98,7 @@ def latency(paths, threads=1, warmup=10, runs=50, rounds=5):
                 t0 = time.perf_counter()
                 it.invoke()
                 times[label].append(time.perf_counter() - t0)
-    out = {}
-    for label, ts in times.items():
-        ms = np.array(ts) * 1e3
-        out[label] = {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-                      "mean_ms": float(ms.mean()), "runs": len(ms), "warmup": warmup,
-                      "threads": threads}
-    return out
+    return {label: _stats(ts, warmup, threads) for label, ts in times.items()}
 
 
 _MEMORY_PROBE = """
@@ -205,6 +202,67 @@ WORKER_FUNCTIONS = {"latency": latency, "predict_tflite": predict_tflite,
                     "delegated_ops": _delegated, "op_profile": _profile}
 
 
+class _TimingServer:
+    """A long-lived process that times one model: "RUN n" in, a JSON list of n run
+    times (seconds) out. Two of them, asked in turn, time two runtimes in interleaved
+    rounds, so that changes in machine load hit both alike."""
+
+    def __init__(self, command, env=None):
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, env=env)
+        self.info = self._read()
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"timing process {self.proc.args[:4]} exited "
+                               f"(code {self.proc.wait()})")
+        return json.loads(line)
+
+    def run(self, count):
+        self.proc.stdin.write(f"RUN {count}\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.proc.stdin.write("QUIT\n")
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def _serve_litert(path, threads):
+    it = _interpreter(path, threads)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "QUIT":
+            break
+        times = []
+        for _ in range(int(command[1])):
+            t0 = time.perf_counter()
+            it.invoke()
+            times.append(time.perf_counter() - t0)
+        print(json.dumps(times), flush=True)
+
+
+def interleaved(servers, warmup=10, runs=50):
+    """p50/p90 ms for each `{label: _TimingServer}`, asked one run at a time in turn."""
+    for server in servers.values():
+        server.run(warmup)
+    times = {label: [] for label in servers}
+    for _ in range(runs):
+        for label, server in servers.items():
+            times[label] += server.run(1)
+    return {label: _stats(ts, warmup, 1) for label, ts in times.items()}
+
+
+def _stats(seconds, warmup, threads):
+    ms = np.array(seconds) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "mean_ms": float(ms.mean()), "runs": len(ms), "warmup": warmup, "threads": threads}
+
+
 def _write(path, content):
     with open(path, "wb") as f:
         f.write(content)
@@ -266,22 +324,34 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
             "float_run": float_run, "qat_run": qat_run, "results": rows}
 
 
-def onnx_baseline(python, timm_name, size, threads, warmup, runs):
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_onnx.py")
-    with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        subprocess.run([python, script, "--models", timm_name, "--size", str(size),
-                        "--threads", *map(str, threads), "--warmup", str(warmup),
-                        "--runs", str(runs), "--json", f.name],
-                       check=True, capture_output=True, text=True)
-        with open(f.name) as g:
-            result = json.load(g)
-    return result["info"], result["models"][timm_name]
+def onnx_comparison(python, timm_name, float_path, size, warmup, runs):
+    """LiteRT float32 vs ONNX Runtime (timm's export of the same model), 1 thread each,
+    in two timing processes asked in turn (see `_TimingServer`)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = os.path.join(root, "tflite", "baseline_onnx.py")
+    litert = _TimingServer([sys.executable, "-m", "tflite.benchmark", "--serve-litert",
+                            float_path], env)
+    try:
+        ort = _TimingServer([python, script, "--serve", "--models", timm_name,
+                             "--size", str(size), "--threads", "1"])
+        try:
+            stats = interleaved({"litert": litert, "onnxruntime": ort}, warmup, runs)
+        finally:
+            ort.close()
+    finally:
+        litert.close()
+    info = {k: v for k, v in ort.info.items() if k != "ready"}
+    return {"timm_model": timm_name, **info, "onnxruntime_1_thread": stats["onnxruntime"],
+            "litert_float32_1_thread": stats["litert"],
+            "litert_float32_vs_onnxruntime": stats["litert"]["p50_ms"]
+            / stats["onnxruntime"]["p50_ms"]}
 
 
 def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baseline_python=None,
                       naive_ptq=False):
     """float32 vs PTQ int8 of one variant at `size` (random weights) under LiteRT; and
-    ONNX Runtime on timm's export, timed between two LiteRT float32 passes."""
+    LiteRT float32 vs ONNX Runtime on timm's export (`onnx_comparison`)."""
     import keras_mobilevit as kmv
 
     from tflite import convert, qat
@@ -307,17 +377,8 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
         result["results"][label].update(peak_memory(path))
     timm_name = TIMM_NAMES.get(name)
     if baseline_python and timm_name:
-        float_only = {"float32": paths["float32"]}
-        before = isolated("latency", paths=float_only, threads=1, warmup=warmup, runs=runs)
-        info, ort = onnx_baseline(baseline_python, timm_name, size, thread_counts, warmup, runs)
-        after = isolated("latency", paths=float_only, threads=1, warmup=warmup, runs=runs)
-        before, after = before["float32"], after["float32"]
-        litert_p50 = (before["p50_ms"] + after["p50_ms"]) / 2
-        result["onnxruntime"] = {
-            "timm_model": timm_name, "info": info, **ort,
-            "litert_float32_p50_ms_around_it": [before["p50_ms"], after["p50_ms"]],
-            "litert_float32_vs_onnxruntime": litert_p50 / ort["latency"]["1"]["p50_ms"],
-        }
+        result["onnxruntime"] = onnx_comparison(baseline_python, timm_name, paths["float32"],
+                                                size, warmup, runs)
     return result
 
 
@@ -368,15 +429,14 @@ def markdown(report):
                 f"{multi_s} | {r['model_rss_bytes'] / 2**20:.0f} MiB | {floats} |")
         ort = entry.get("onnxruntime")
         if ort:
-            o = ort["latency"]["1"]
+            o, lt = ort["onnxruntime_1_thread"], ort["litert_float32_1_thread"]
             lines.append(
                 f"| ONNX Runtime, timm {ort['timm_model']} | {ort['size_bytes'] / 1e6:.2f} MB "
                 f"| - | {o['p50_ms']:.1f} ms | {o['p90_ms']:.1f} ms | - | - | - | - |")
-            lines += ["", f"LiteRT float32 / ONNX Runtime (1 thread, p50): "
-                      f"**{ort['litert_float32_vs_onnxruntime']:.2f}x** (LiteRT timed just before "
-                      f"and after: {ort['litert_float32_p50_ms_around_it'][0]:.1f} / "
-                      f"{ort['litert_float32_p50_ms_around_it'][1]:.1f} ms). "
-                      f"{ort['info']['runtime']}, exported from {ort['info']['exported_from']}."]
+            lines += ["", f"LiteRT float32 / ONNX Runtime, 1 thread, p50, timed in alternating "
+                      f"runs: **{ort['litert_float32_vs_onnxruntime']:.2f}x** ({lt['p50_ms']:.1f} "
+                      f"vs {o['p50_ms']:.1f} ms). {ort['runtime']}, exported from "
+                      f"{ort['exported_from']}."]
         lines.append("")
     return "\n".join(lines)
 
@@ -419,9 +479,12 @@ def main(argv=None):
     parser.add_argument("--out", default="tflite/results", help="folder for JSON, Markdown and the plot")
     parser.add_argument("--markdown", default="tflite/BENCHMARKS-tflite.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: see `isolated`
+    parser.add_argument("--serve-litert", help=argparse.SUPPRESS)  # internal: `_TimingServer`
     args = parser.parse_args(argv)
     if args.worker:
         return _worker(args.worker)
+    if args.serve_litert:
+        return _serve_litert(args.serve_litert, 1)
 
     os.makedirs(args.out, exist_ok=True)
     report = {"machine": machine_info(), "command": "python -m tflite.benchmark " + " ".join(
