@@ -67,8 +67,7 @@ def int8_tflite(calibrated):
 
 
 def _predict(path, images):
-    # LiteRT runs in a subprocess: beside TensorFlow's own TFLite runtime in one process,
-    # interpreters crashed now and then (see benchmark.isolated).
+    # LiteRT in its own process, as the benchmark runs it (see benchmark.isolated).
     return benchmark.isolated("predict_tflite", path=path, images=images)
 
 

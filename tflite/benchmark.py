@@ -155,9 +155,8 @@ def predict_tflite(path, images, threads=1):
 def isolated(function, **kwargs):
     """Run one of `WORKER_FUNCTIONS` in a fresh process that never imports TensorFlow.
 
-    TensorFlow's converter brings its own TFLite runtime; with LiteRT's loaded beside it
-    in one process, interpreters crashed (SIGSEGV) now and then. Measuring in a clean
-    process also keeps TensorFlow's threads and memory out of the numbers.
+    LiteRT then runs as an app would run it: no TensorFlow threads, memory or second
+    TFLite runtime (the converter's) in the process being measured.
     """
     with tempfile.TemporaryDirectory() as tmp:
         for key, value in list(kwargs.items()):

@@ -6,6 +6,7 @@ model is calibrated and measured on exactly what the float model was trained and
 evaluated on. Images come out as raw pixels in [0, 255], float32 NHWC.
 """
 
+import functools
 import json
 import os
 
@@ -38,20 +39,25 @@ def default_config(image_size):
 def images(config, split="eval", limit=None):
     """(images [N, H, W, 3] float32, labels [N] int) of `split` ("eval", "train" or a
     split name) through the run's eval transform (resize, center crop)."""
-    from training import pipeline
+    import tensorflow as tf
+    from training import augment
 
     source, settings = _source_and_settings(config)
     name = {"eval": source.eval_split, "train": source.train_split}.get(split, split)
-    xs, ys, count = [], [], 0
-    for x, y, *weight in pipeline.eval_dataset(source, settings, split=name, batch_size=256):
-        # Batches may be padded with blank examples of weight 0: drop those.
-        real = weight[0].numpy() > 0 if weight else np.ones(len(x), bool)
-        xs.append(x.numpy()[real])
-        ys.append(np.argmax(y.numpy()[real], axis=-1))
-        count += len(xs[-1])
-        if limit and count >= limit:
-            break
-    xs, ys = np.concatenate(xs), np.concatenate(ys)
+    center = functools.partial(
+        augment.center_crop, size=settings.image_size, crop_fraction=settings.eval_crop_fraction,
+        interpolation=settings.interpolation, antialias=settings.antialias)
+    # pipeline.eval_dataset's transform, without its cache: stopping early in a cached
+    # tf.data pipeline left an iterator that crashed TensorFlow (SIGSEGV) later on.
+    ds = source.read(name).map(lambda image, label: (center(image), label),
+                               num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+    if limit:
+        ds = ds.take(-(-limit // 256))
+    xs, ys = [], []
+    for x, y in ds:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    xs, ys = np.concatenate(xs), np.concatenate(ys).astype(np.int64)
     return (xs[:limit], ys[:limit]) if limit else (xs, ys)
 
 
