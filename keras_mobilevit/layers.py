@@ -19,6 +19,16 @@ BN_EPSILON = 1e-5  # PyTorch's BatchNorm/LayerNorm/GroupNorm default (Keras: 1e-
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1 == Keras momentum 0.9
 
 
+def torch_padding(kernel_size, strides, dilation_rate=1):
+    """(explicit pad per side, Keras padding) reproducing PyTorch's symmetric padding.
+
+    Stride 1 with an odd kernel: "same" is exactly PyTorch's padding. Strided convs pad
+    (k - 1) // 2 * dilation on every side explicitly, then run "valid".
+    """
+    pad = (kernel_size - 1) // 2 * dilation_rate if strides > 1 else 0
+    return pad, "valid" if strides > 1 or kernel_size == 1 else "same"
+
+
 @_register
 class ConvNormAct(keras.layers.Layer):
     """Conv (no bias) -> optional BatchNorm -> optional swish, padded like PyTorch.
@@ -46,9 +56,7 @@ class ConvNormAct(keras.layers.Layer):
         self.depthwise = depthwise
         self.use_norm = use_norm
         self.activation = activation
-        # Stride 1 with an odd kernel: "same" is exactly PyTorch's symmetric padding.
-        self.pad = (kernel_size - 1) // 2 * dilation_rate if strides > 1 else 0
-        padding = "valid" if strides > 1 or kernel_size == 1 else "same"
+        self.pad, padding = torch_padding(kernel_size, strides, dilation_rate)
         common = dict(kernel_size=kernel_size, strides=strides, padding=padding,
                       dilation_rate=dilation_rate, use_bias=False, dtype=self.dtype_policy)
         if depthwise:

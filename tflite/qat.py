@@ -146,8 +146,7 @@ class QConvAct(keras.layers.Layer):
         self.activation = activation
         self.use_bias = use_bias
         self.momentum = momentum
-        self.pad = (kernel_size - 1) // 2 * dilation_rate if strides > 1 else 0
-        self.padding = "valid" if strides > 1 or kernel_size == 1 else "same"
+        self.pad, self.padding = kmv_layers.torch_padding(kernel_size, strides, dilation_rate)
         self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
         self.fq_act = FakeQuant(momentum=momentum, name="fq_act") if activation else None
 
