@@ -267,3 +267,32 @@ def test_convert_command_line(tmp_path):
         assert spec["model_file"] == f"tiny_{mode}.tflite" and spec["num_classes"] == 2
         assert (out / f"tiny_{mode}.labels.txt").read_text().split() == ["class_0", "class_1"]
     assert spec["input"]["dtype"] == "uint8" and spec["calibration"] == "random"
+
+
+def test_train_py_qat_fine_tunes_saves_and_converts(tmp_path):
+    """`python training/train.py --qat --from model.keras`: the issue's whole QAT chain
+    (fine-tune with the training pipeline, save, reload with safe_mode, convert)."""
+    import training_utils
+
+    folder = training_utils.make_image_folder(tmp_path / "images", per_class=4, size=(SIZE, SIZE))
+    float_model = kmv.create_model("mobilevitv3_xxs", input_shape=(SIZE, SIZE, 3), classes=2,
+                                   classifier_activation=None)
+    (tmp_path / "float").mkdir()
+    float_model.save(tmp_path / "float" / "model.keras")
+    result = training_utils.run_script(
+        "train.py", "--qat", "--from", tmp_path / "float" / "model.keras",
+        "--image-folder", folder, "--image-size", SIZE, "--batch-size", 4, "--epochs", 1,
+        "--steps-per-epoch", 2, "--lr", 1e-3)
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = tmp_path / "float-qat" / "model.keras"  # the default output folder
+    trained = keras.models.load_model(path, compile=False, safe_mode=True)
+    fake_quants = qat.fake_quant_layers(trained)
+    assert fake_quants and not any(isinstance(l, keras.layers.BatchNormalization)
+                                   for l in trained._flatten_layers())
+    twin = qat.make_qat_model(float_model, calibration_data=_pixels(8), batch_size=8)
+    changed = [w.path for w, v in zip(twin.trainable_weights, trained.trainable_weights)
+               if not np.array_equal(w.numpy(), v.numpy())]
+    assert changed, "QAT fine-tuning left every weight unchanged"
+    content = convert.convert(path, "int8", _pixels(8))
+    graph = analyze.load(content)
+    assert graph.inputs[0].dtype == "uint8" and analyze.non_builtin_ops(graph) == []

@@ -21,7 +21,9 @@ def run_config(run_dir):
 def _source_and_settings(config):
     from training import data, pipeline
 
-    source = data.open_source(config["dataset"], config.get("image_folder"),
+    folder = config.get("image_folder")  # then "dataset" holds the folder's name only
+    source = data.open_source(None if folder else config["dataset"], folder,
+                              data_dir=config.get("data_dir"),
                               train_split=config.get("train_split"),
                               eval_split=config.get("eval_split"), check_images=False)
     return source, pipeline.PipelineSettings(**config["pipeline"])

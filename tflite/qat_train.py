@@ -1,8 +1,9 @@
 """Quantization-aware fine-tuning of a trained float model with the training pipeline.
 
+    python training/train.py --qat --from runs/mobilevitv3_xxs-fashion_mnist_subset/model.keras
     python -m tflite.qat_train --from runs/mobilevitv3_xxs-fashion_mnist_subset/model.keras
 
-takes every flag of `training/train.py` (dataset, recipe, output, ...) and trains the QAT
+(the same command twice) takes every flag of `training/train.py` (dataset, recipe, output, ...) and trains the QAT
 twin of the `--from` model (`tflite.qat.make_qat_model`, activation ranges calibrated on
 the training split through the eval transform) instead of the float model. It writes
 `model.keras` (a QAT model: reload it with `tflite.qat.load_qat_model`, convert it with

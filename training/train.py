@@ -12,6 +12,7 @@ Examples:
     python training/train.py --image-folder ~/photos --model mobilevitv2_050
     python training/train.py --dataset imagenet2012 --manual-dir ~/imagenet \\
         --model mobilevitv3_s --strategy mirrored --mixed-precision float16
+    python training/train.py --qat --from runs/mobilevitv3_xxs-fashion_mnist_subset/model.keras
 """
 
 import argparse
@@ -45,8 +46,9 @@ QUICK_PRESET = dict(image_size=32, epochs=24, batch_size=128, warmup_steps=150,
                     multi_scale=False, crop_scale_min=0.7, eval_crop_fraction=1.0)
 
 # Config entries not compared on resume: derived from the recipe (and --cache, which
-# may change). Flags outside the config (strategy, paths, checkpointing) may change too.
-NOT_COMPARED = {"pipeline", "images_per_step"}
+# may change), or paths (the data may move). Flags outside the config (strategy, paths,
+# checkpointing) may change too.
+NOT_COMPARED = {"pipeline", "images_per_step", "data_dir"}
 
 
 def parse_args(argv=None):
@@ -68,6 +70,10 @@ def parse_args(argv=None):
                    help="continue from / fine-tune a saved .keras model (a new classifier "
                    "if the number of classes differs)")
     g.add_argument("--dropout", type=float, help="classifier dropout (default: the variant's)")
+    g.add_argument("--qat", action="store_true",
+                   help="quantization-aware fine-tuning of the --from model for an int8 "
+                        ".tflite (tflite/qat_train.py: its fine-tuning defaults, output "
+                        "<from folder>-qat; convert with python -m tflite.convert)")
 
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", help="TFDS name, e.g. tf_flowers, imagenette/320px-v2, "
@@ -181,6 +187,7 @@ def resolve_config(args, source):
 
     return dict(
         model=args.model, dataset=source.name, image_folder=args.image_folder,
+        data_dir=args.data_dir,
         train_split=source.train_split, eval_split=source.eval_split,
         num_classes=len(source.class_names), weights=args.weights,
         from_model=args.from_model, dropout=args.dropout, seed=args.seed,
@@ -336,7 +343,12 @@ def train(config, source, strategy, out, chief, checkpoint_every=500, verbose="a
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.qat:  # the same run, with the QAT twin of --from as the model (tflite/qat_train.py)
+        from tflite import qat_train
+
+        return qat_train.main([arg for arg in argv if arg != "--qat"])
     if importlib.util.find_spec("tensorboard") is None:  # fail now, not after an epoch
         raise SystemExit("error: TensorBoard is not installed: pip install -e '.[train]' "
                          "(or pip install tensorboard)")
