@@ -74,13 +74,15 @@ def write_artifacts(tflite_path, *, labels=None, **spec_kwargs):
 
     Without `labels`, the labels file holds `class_0 ... class_{N-1}`.
     """
+    from training.checkpoint import atomic_path
+
     spec = model_spec(tflite_path, labels=labels, **spec_kwargs)
     stem = os.path.splitext(tflite_path)[0]
     labels = labels or [f"class_{i}" for i in range(spec["num_classes"])]
-    with open(stem + ".labels.txt", "w", encoding="utf-8") as f:
-        f.write("\n".join(labels) + "\n")
+    with atomic_path(stem + ".labels.txt") as tmp:
+        tmp.write_text("\n".join(labels) + "\n", encoding="utf-8")
     spec["labels_file"] = os.path.basename(stem + ".labels.txt")
     spec["model_file"] = os.path.basename(tflite_path)
-    with open(stem + ".json", "w", encoding="utf-8") as f:
-        json.dump(spec, f, indent=2)
+    with atomic_path(stem + ".json") as tmp:
+        tmp.write_text(json.dumps(spec, indent=2), encoding="utf-8")
     return spec

@@ -25,6 +25,7 @@ processes, so that machine load hits both alike.
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -197,8 +198,29 @@ def _profile(model):
     return op_profile.profile(model)
 
 
+def _convert_job(keras_path, out, mode, calibration=None, ptq=False, calibration_batch=16):
+    """Convert the `.keras` at `keras_path` (its PTQ twin with `ptq`) to `out`."""
+    from tflite import convert, qat
+
+    model = convert.load_keras_model(keras_path)
+    if ptq:
+        model = qat.make_qat_model(model, calibration_data=calibration,
+                                   batch_size=calibration_batch)
+    _write(out, convert.convert(model, mode, calibration))
+    return out
+
+
+def convert_isolated(keras_path, out, mode, calibration=None, **kwargs):
+    """`_convert_job` in a fresh process: one conversion per process, because several
+    conversions in one long process crashed TensorFlow (SIGSEGV in
+    libtensorflow_framework) partway through a full benchmark run."""
+    return str(isolated("convert", keras_path=str(keras_path), out=str(out), mode=mode,
+                        calibration=calibration, **kwargs))
+
+
 WORKER_FUNCTIONS = {"latency": latency, "predict_tflite": predict_tflite,
-                    "delegated_ops": _delegated, "op_profile": _profile}
+                    "delegated_ops": _delegated, "op_profile": _profile,
+                    "convert": _convert_job}
 
 
 class _TimingServer:
@@ -263,8 +285,10 @@ def _stats(seconds, warmup, threads):
 
 
 def _write(path, content):
-    with open(path, "wb") as f:
-        f.write(content)
+    from training.checkpoint import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(content)
     return path
 
 
@@ -281,27 +305,25 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
     """float32 / PTQ int8 / QAT int8 of one trained model: top-1, agreement, latency."""
     import keras
 
-    from tflite import convert, data, qat
+    from tflite import convert, data
 
-    float_model = convert.load_keras_model(os.path.join(float_run, "model.keras"))
+    float_path = os.path.join(float_run, "model.keras")
+    float_model = convert.load_keras_model(float_path)
     config = data.run_config(float_run)
     images, labels = data.images(config, "eval", eval_limit)
     calib = data.calibration_images(config)
     reference = np.argmax(float_model.predict(images, batch_size=64, verbose=0), axis=-1)
     name = float_model.name
-    paths = {"float32": _write(os.path.join(workdir, f"{name}_float32.tflite"),
-                               convert.convert(float_model, "float32"))}
-    ptq_model = qat.make_qat_model(float_model, calibration_data=calib)
-    paths["int8 PTQ"] = _write(os.path.join(workdir, f"{name}_int8_ptq.tflite"),
-                               convert.convert(ptq_model, "int8", calib))
+    out = functools.partial(os.path.join, workdir)
+    paths = {"float32": convert_isolated(float_path, out(f"{name}_float32.tflite"), "float32")}
+    paths["int8 PTQ"] = convert_isolated(float_path, out(f"{name}_int8_ptq.tflite"), "int8",
+                                         calib, ptq=True)
     if naive_ptq:
-        paths["int8 PTQ (converter only)"] = _write(
-            os.path.join(workdir, f"{name}_int8_naive.tflite"),
-            convert.convert(float_model, "int8", calib))
+        paths["int8 PTQ (converter only)"] = convert_isolated(
+            float_path, out(f"{name}_int8_naive.tflite"), "int8", calib)
     if qat_run:
-        qat_model = convert.load_keras_model(os.path.join(qat_run, "model.keras"))
-        paths["int8 QAT"] = _write(os.path.join(workdir, f"{name}_int8_qat.tflite"),
-                                   convert.convert(qat_model, "int8", calib))
+        paths["int8 QAT"] = convert_isolated(os.path.join(qat_run, "model.keras"),
+                                             out(f"{name}_int8_qat.tflite"), "int8", calib)
     keras_top1 = float(np.mean(reference == labels))
     rows = {}
     lat = isolated("latency", paths=paths, threads=1, warmup=warmup, runs=runs)
@@ -353,18 +375,17 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     LiteRT float32 vs ONNX Runtime on timm's export (`onnx_comparison`)."""
     import keras_mobilevit as kmv
 
-    from tflite import convert, qat
-
-    model = kmv.create_model(name, weights=None, input_shape=(size, size, 3))
-    paths = {"float32": _write(os.path.join(workdir, f"{name}_{size}_float32.tflite"),
-                               convert.convert(model, "float32"))}
-    ptq = qat.make_qat_model(model, calibration_data=calib[:32], batch_size=8)
-    paths["int8 PTQ"] = _write(os.path.join(workdir, f"{name}_{size}_int8.tflite"),
-                               convert.convert(ptq, "int8", calib[:32]))
+    # One set of random weights for every conversion: saved once, converted in turn.
+    keras_path = os.path.join(workdir, f"{name}_{size}.keras")
+    kmv.create_model(name, weights=None, input_shape=(size, size, 3)).save(keras_path)
+    out = functools.partial(os.path.join, workdir)
+    paths = {"float32": convert_isolated(keras_path, out(f"{name}_{size}_float32.tflite"),
+                                         "float32")}
+    paths["int8 PTQ"] = convert_isolated(keras_path, out(f"{name}_{size}_int8.tflite"), "int8",
+                                         calib[:32], ptq=True, calibration_batch=8)
     if naive_ptq:
-        paths["int8 PTQ (converter only)"] = _write(
-            os.path.join(workdir, f"{name}_{size}_int8_naive.tflite"),
-            convert.convert(model, "int8", calib[:32]))
+        paths["int8 PTQ (converter only)"] = convert_isolated(
+            keras_path, out(f"{name}_{size}_int8_naive.tflite"), "int8", calib[:32])
     result = {"model": name, "size": size, "results": {}}
     thread_counts = [1] + ([threads] if threads > 1 else [])
     for t in thread_counts:

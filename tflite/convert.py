@@ -363,13 +363,15 @@ def main(argv=None):
         if run_dir is not None and not os.path.exists(os.path.join(run_dir, "config.json")):
             run_dir = None
         data = calibration_data(args.calib, input_shape, args.num_calib, run_dir)
+    from training.checkpoint import atomic_path
+
     for mode in modes:
         content = convert(model, mode, data, io_dtype=args.io_dtype, input_size=size,
                           num_calibration_samples=args.num_calib,
                           keep_float=() if args.strict_int8 else KEEP_FLOAT)
         path = os.path.join(args.output, f"{stem}_{mode}.tflite")
-        with open(path, "wb") as f:
-            f.write(content)
+        with atomic_path(path) as tmp:  # a killed run never leaves a truncated model
+            tmp.write_bytes(content)
         spec = android.write_artifacts(path, labels=labels, quantization=mode,
                                        calibration=args.calib if mode == "int8" else None)
         print(f"{path}: {len(content) / 1e6:.2f} MB  input {json.dumps(spec['input'])}")
