@@ -7,6 +7,11 @@ above, the whole-model latency (each one-op model pays an invoke overhead; XNNPA
 fuses nothing across them). The column `xnnpack` says whether the default delegate took
 the op; ops it refuses run on the builtin reference/optimized kernels.
 
+One known overcount: in the whole model XNNPACK fuses a zero PAD into the CONV_2D /
+DEPTHWISE_CONV_2D after it (the PyTorch-style padding of the stride-2 convs), so the
+PAD rows' time is not spent there (mobilevit_xs float32: ~2 ms of PAD alone, none in
+the whole model; measured by timing the stem with and without the explicit PAD).
+
 Command line:
     python -m tflite.op_profile model.tflite [--threads 1] [--top 25] [--json out.json]
 """
