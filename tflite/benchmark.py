@@ -402,6 +402,36 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     return result
 
 
+def _verdict(ok):
+    return "**met**" if ok else "**not met**"
+
+
+def targets(report):
+    """Markdown lines: this run's numbers against the issue's targets (tflite/README.md)."""
+    lines = []
+    acc = report.get("accuracy")
+    if acc and "int8 QAT" in acc["results"]:
+        gap = 100 * (acc["results"]["int8 QAT"]["top1"] - acc["float_keras_top1"])
+        lines.append(f"- QAT int8 top-1 within 1.0 point of float ({acc['model']}): "
+                     f"{gap:+.2f} points: {_verdict(gap >= -1.0)}")
+    for entry in report.get("latency", []):
+        r = entry["results"]
+        if "int8 PTQ" in r:
+            size = r["int8 PTQ"]["size_vs_float32"]
+            speed = (r["int8 PTQ"]["latency_1_thread"]["p50_ms"]
+                     / r["float32"]["latency_1_thread"]["p50_ms"])
+            lines.append(f"- {entry['model']} at {entry['size']}: int8 file <= 0.3x float32: "
+                         f"{size:.2f}x: {_verdict(size <= 0.3)}; int8 p50 <= 0.7x float32 "
+                         f"(1 thread): {speed:.2f}x: {_verdict(speed <= 0.7)}")
+        ort = entry.get("onnxruntime")
+        if ort:
+            ratio = ort["litert_float32_vs_onnxruntime"]
+            lines.append(f"- {entry['model']} at {entry['size']}: float32 LiteRT p50 <= 0.8x "
+                         f"ONNX Runtime (timm export, 1 thread): {ratio:.2f}x: "
+                         f"{_verdict(ratio <= 0.8)}")
+    return ["## Targets", ""] + lines + [""] if lines else []
+
+
 def markdown(report):
     """The BENCHMARKS table(s) as Markdown."""
     info = report["machine"]
@@ -414,6 +444,7 @@ def markdown(report):
              "interleaved rounds in one process so that ratios are side by side. Other "
              "workers share this machine's cores: absolute numbers move with their load, "
              "ratios much less.", ""]
+    lines += targets(report)
     acc = report.get("accuracy")
     if acc:
         lines += [f"## Accuracy: {acc['model']} at {acc['input_shape'][0]}x"
