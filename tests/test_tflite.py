@@ -114,8 +114,31 @@ def test_qat_keras_file_round_trips(qat_model, tmp_path):
     x = _pixels(2, seed=3)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat_model.predict(x, verbose=0))
     ranges = {q.name: (float(q.range_min.numpy()), float(q.range_max.numpy()))
-              for q in qat.fake_quant_layers(qat_model) if q.fixed_range is None}
+              for q in qat.fake_quant_layers(qat_model)
+              if q.fixed_range is None and q.observed.numpy() > 0}  # some resize ones idle
     assert ranges and all(lo < hi for lo, hi in ranges.values())
+
+
+@pytest.mark.parametrize("axes", ["last", "all"])
+def test_qat_layernorm_of_a_flat_token_stays_finite(axes):
+    # A flat token (variance 0, e.g. a blank image region) beside high-variance ones:
+    # quantizing var + eps rounded it to 0 and rsqrt gave inf, then NaN in training.
+    x = np.random.default_rng(0).normal(0, 10, (2, 4, 8)).astype("float32")
+    if axes == "last":
+        x[0, 0] = 3.0  # one flat token
+    else:
+        x[0] = 3.0  # GroupNorm(1) of v2: a flat image
+    x = tf.constant(x)
+    norm = qat.QLayerNorm(axes=axes)
+    norm(x, training=True)  # observe ranges
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = norm(x, training=True)
+        loss = tf.reduce_sum(y * tf.range(8, dtype="float32"))
+    grads = tape.gradient(loss, [x, *norm.trainable_weights])
+    assert np.isfinite(y.numpy()).all() and all(np.isfinite(g.numpy()).all() for g in grads)
+    assert np.isfinite(norm(x, training=False).numpy()).all()  # inference, as exported
+    assert all(np.isfinite(q.range_max.numpy()) for q in norm.fq.values())
 
 
 def test_int8_io_builtin_and_integer_kernels(int8_tflite):

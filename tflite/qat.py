@@ -69,8 +69,9 @@ class FakeQuant(keras.layers.Layer):
     keeps the range centred on 0 (zero point 0 in int8); `fixed_range` never moves.
     """
 
-    def __init__(self, symmetric=False, fixed_range=None, momentum=0.99, **kwargs):
+    def __init__(self, symmetric=False, fixed_range=None, momentum=0.99, margin=0.0, **kwargs):
         super().__init__(**kwargs)
+        self.margin = margin
         self.symmetric = symmetric
         self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
         self.momentum = momentum
@@ -99,6 +100,8 @@ class FakeQuant(keras.layers.Layer):
     def _observe(self, x):
         lo = ops.minimum(ops.min(x), 0.0)  # the int8 range must hold 0 exactly
         hi = ops.maximum(ops.max(x), 0.0)
+        if self.margin:
+            lo, hi = lo - self.margin * (hi - lo), hi + self.margin * (hi - lo)
         if self.symmetric:
             # [-128, 127] steps of hi / 127: the zero point is exactly 0 (a plain [-m, m]
             # puts it at 127.5, which float rounding sends to -1 or 0).
@@ -122,7 +125,8 @@ class FakeQuant(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "symmetric": self.symmetric,
-                "fixed_range": self.fixed_range, "momentum": self.momentum}
+                "fixed_range": self.fixed_range, "momentum": self.momentum,
+                "margin": self.margin}
 
 
 def _swish(x, fq_pre, fq_act, training):
@@ -303,7 +307,15 @@ class QLayerNorm(keras.layers.Layer):
         centered = fq["centered"](x - mean)
         squared = fq["squared"](centered * centered)
         var = fq["var"](ops.mean(squared, axis=axes, keepdims=True))
-        inv_std = fq["inv_std"](ops.rsqrt(fq["var_eps"](var + self.epsilon)))
+        var_eps = var + self.epsilon
+        quantized = fq["var_eps"](var_eps)  # the int8 range of the ADD (--strict-int8)
+        # Training and calibration take rsqrt of the float `var + eps`, as the default
+        # int8 graph does (its RSQRT float island takes the epsilon ADD along): the
+        # quantized value rounds a flat token's variance (var + eps < half a step) to 0,
+        # and rsqrt(0) = inf made the inv_std range infinite and the gradients NaN.
+        # Inference keeps the quantized input, so the exported graph holds the range.
+        observing = training or self.fq["inv_std"].calibrating
+        inv_std = fq["inv_std"](ops.rsqrt(var_eps if observing else quantized))
         normed = fq["normed"](centered * inv_std)
         return fq["out"](fq["scaled"](normed * self.gamma) + self.beta)
 
@@ -445,29 +457,83 @@ class QPreprocess(kmv_layers.Preprocess):
 
 @_register
 class QPatchResize(kmv_layers.PatchResize):
-    """`PatchResize` for QAT: the same bilinear resampling (PyTorch's, which is
-    TensorFlow's half-pixel or align-corners bilinear) as one RESIZE_BILINEAR op, which
-    int8 graphs run with the input's scale; the float layer's per-axis gathers trip the
-    converter's same-scale check when a fake-quant range meets a calibrated one."""
+    """`PatchResize` for QAT: the same bilinear resampling (PyTorch's, half-pixel or
+    align-corners) written as two matmuls with constant interpolation matrices, one per
+    resized axis, each followed by a fake-quant.
 
-    def call(self, inputs):
-        import tensorflow as tf
+    Why not one RESIZE_BILINEAR: int8 needs the same scale on its input and output, but
+    the converter fixes the input's scale from the fake-quant before it and the output's
+    from the ones after it, and refused the graph when they differed (even in the last
+    float bit), at random with the ranges. A matmul has its own output scale. Resizes
+    only happen for maps that are not a multiple of the patch size (e.g. 1x1 -> 2x2 ->
+    1x1 at stage 5 of a 32x32 input), so the matmuls are tiny.
+    """
 
+    def __init__(self, patch_size=2, align_corners=False, momentum=0.99, **kwargs):
+        super().__init__(patch_size, align_corners, **kwargs)
+        self.momentum = momentum
+        self.fq_h = FakeQuant(momentum=momentum, name="fq_h")
+        self.fq_w = FakeQuant(momentum=momentum, name="fq_w")
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}
+
+    def call(self, inputs, training=None):
         x, like = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
+        if not kmv_layers._needs_resize(x, like, self.patch_size):
+            return x  # nothing to resize: no op in the graph
         h, w = x.shape[1], x.shape[2]
         if like is not None:
-            size = [ops.shape(like)[1], ops.shape(like)[2]]
-            static = (h, w) == (like.shape[1], like.shape[2])
+            out_h, out_w = like.shape[1], like.shape[2]
         else:
             p = self.patch_size
-            size = [(ops.shape(x)[1] + p - 1) // p * p, (ops.shape(x)[2] + p - 1) // p * p]
-            static = h is not None and w is not None and h % p == 0 and w % p == 0
-        if static and None not in (h, w):
-            return x  # nothing to resize: no op in the graph
-        # With unknown sizes the resize always runs; at equal sizes it is the identity.
+            out_h, out_w = (-(-h // p) * p if h else None), (-(-w // p) * p if w else None)
+        if None in (h, w, out_h, out_w):
+            return self._dynamic(x, like, training)  # e.g. training on unknown sizes
+        if (h, w) == (1, 1):  # 1x1 -> any size: the bilinear resize repeats the pixel
+            ones = ops.ones((1, out_h, out_w, 1), dtype=x.dtype)
+            return self.fq_w(x * ones, training=training)
+        if (out_h, out_w) == (1, 1) and not self.align_corners and h == w == 2:
+            # 2x2 -> 1x1 with half-pixel centres: the mean of the four
+            return self.fq_w(ops.mean(x, axis=(1, 2), keepdims=True), training=training)
+        if out_h != h:  # [out_h, h] x [B, h, W, C]
+            x = self.fq_h(ops.einsum("oh,bhwc->bowc", self._matrix(h, out_h), x),
+                          training=training)
+        if out_w != w:
+            x = self.fq_w(ops.einsum("ow,bhwc->bhoc", self._matrix(w, out_w), x),
+                          training=training)
+        return x
+
+    def _dynamic(self, x, like, training):
+        """Sizes known only at run time: TensorFlow's bilinear resize (the same math),
+        one axis at a time, so the fake-quants observe what the static graph holds."""
+        import tensorflow as tf
+
+        shape = ops.shape(like if like is not None else x)
+        p = self.patch_size
+        out_h, out_w = ((shape[1], shape[2]) if like is not None else
+                        ((shape[1] + p - 1) // p * p, (shape[2] + p - 1) // p * p))
+        kwargs = ({"align_corners": True} if self.align_corners
+                  else {"half_pixel_centers": True})
+        x = self.fq_h(tf.compat.v1.image.resize_bilinear(x, [out_h, ops.shape(x)[2]],
+                                                         **kwargs), training=training)
+        return self.fq_w(tf.compat.v1.image.resize_bilinear(x, [out_h, out_w], **kwargs),
+                         training=training)
+
+    def _matrix(self, in_len, out_len):
+        """[out_len, in_len] bilinear weights, the float layer's `_resize_axis` rule."""
+        i = np.arange(out_len, dtype=np.float64)
         if self.align_corners:
-            return tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
-        return tf.compat.v1.image.resize_bilinear(x, size, half_pixel_centers=True)
+            src = i * (in_len - 1) / max(out_len - 1, 1)
+        else:
+            src = np.maximum((i + 0.5) * in_len / out_len - 0.5, 0.0)
+        i0 = np.floor(src).astype(int)
+        i1 = np.minimum(i0 + 1, in_len - 1)
+        frac = src - i0
+        m = np.zeros((out_len, in_len), "float32")
+        np.add.at(m, (np.arange(out_len), i0), 1.0 - frac)
+        np.add.at(m, (np.arange(out_len), i1), frac)
+        return ops.convert_to_tensor(m, dtype=self.compute_dtype)
 
 
 # Layers that only move data (or are the identity at inference): int8 passes through.
@@ -513,7 +579,8 @@ def _twin_dense(layer, momentum):
 
 
 _TWINS = {
-    kmv_layers.PatchResize: lambda l, m: QPatchResize(l.patch_size, l.align_corners, name=l.name),
+    kmv_layers.PatchResize: lambda l, m: QPatchResize(l.patch_size, l.align_corners,
+                                                      momentum=m, name=l.name),
     kmv_layers.Preprocess: lambda l, m: QPreprocess(
         momentum=m, scale=l.scale, reverse_channels=l.reverse_channels, name=l.name),
     kmv_layers.ConvNormAct: _twin_conv,
