@@ -69,9 +69,8 @@ class FakeQuant(keras.layers.Layer):
     keeps the range centred on 0 (zero point 0 in int8); `fixed_range` never moves.
     """
 
-    def __init__(self, symmetric=False, fixed_range=None, momentum=0.99, margin=0.0, **kwargs):
+    def __init__(self, symmetric=False, fixed_range=None, momentum=0.99, **kwargs):
         super().__init__(**kwargs)
-        self.margin = margin
         self.symmetric = symmetric
         self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
         self.momentum = momentum
@@ -100,8 +99,6 @@ class FakeQuant(keras.layers.Layer):
     def _observe(self, x):
         lo = ops.minimum(ops.min(x), 0.0)  # the int8 range must hold 0 exactly
         hi = ops.maximum(ops.max(x), 0.0)
-        if self.margin:
-            lo, hi = lo - self.margin * (hi - lo), hi + self.margin * (hi - lo)
         if self.symmetric:
             # [-128, 127] steps of hi / 127: the zero point is exactly 0 (a plain [-m, m]
             # puts it at 127.5, which float rounding sends to -1 or 0).
@@ -125,8 +122,7 @@ class FakeQuant(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "symmetric": self.symmetric,
-                "fixed_range": self.fixed_range, "momentum": self.momentum,
-                "margin": self.margin}
+                "fixed_range": self.fixed_range, "momentum": self.momentum}
 
 
 def _swish(x, fq_pre, fq_act, training):
@@ -285,8 +281,12 @@ class QLayerNorm(keras.layers.Layer):
     """`LayerNorm` (last axis, or all non-batch axes for v2's GroupNorm(1)) for QAT:
     every intermediate of the int8 graph gets a fake-quant range."""
 
-    _STEPS = ("mean", "centered", "squared", "var", "var_eps", "inv_std", "normed",
-              "scaled", "out")
+    # No fake-quant on `var + eps`: the default int8 graph computes it in float (the
+    # RSQRT float island takes its epsilon ADD along, see rewrite.float_islands), and
+    # quantizing it rounded a flat token's variance (var + eps < half a step) to 0:
+    # rsqrt(0) = inf made the ranges infinite and the gradients NaN. (--strict-int8
+    # calibrates that ADD on the representative data instead.)
+    _STEPS = ("mean", "centered", "squared", "var", "inv_std", "normed", "scaled", "out")
 
     def __init__(self, epsilon=kmv_layers.BN_EPSILON, axes="last", momentum=0.99, **kwargs):
         super().__init__(**kwargs)
@@ -307,15 +307,7 @@ class QLayerNorm(keras.layers.Layer):
         centered = fq["centered"](x - mean)
         squared = fq["squared"](centered * centered)
         var = fq["var"](ops.mean(squared, axis=axes, keepdims=True))
-        var_eps = var + self.epsilon
-        quantized = fq["var_eps"](var_eps)  # the int8 range of the ADD (--strict-int8)
-        # Training and calibration take rsqrt of the float `var + eps`, as the default
-        # int8 graph does (its RSQRT float island takes the epsilon ADD along): the
-        # quantized value rounds a flat token's variance (var + eps < half a step) to 0,
-        # and rsqrt(0) = inf made the inv_std range infinite and the gradients NaN.
-        # Inference keeps the quantized input, so the exported graph holds the range.
-        observing = training or self.fq["inv_std"].calibrating
-        inv_std = fq["inv_std"](ops.rsqrt(var_eps if observing else quantized))
+        inv_std = fq["inv_std"](ops.rsqrt(var + self.epsilon))  # var >= 0: finite
         normed = fq["normed"](centered * inv_std)
         return fq["out"](fq["scaled"](normed * self.gamma) + self.beta)
 

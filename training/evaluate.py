@@ -103,6 +103,8 @@ def main(argv=None):
         eval_crop_fraction=args.crop_fraction or recipe.get(
             "eval_crop_fraction", defaults.eval_crop_fraction))
     if args.model_path:
+        from tflite import qat  # noqa: F401  (registers the QAT layers: QAT models load too)
+
         model = keras.models.load_model(args.model_path, compile=False)
         name = args.model_path
     else:
