@@ -11,6 +11,7 @@ Example:
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 _register = keras.saving.register_keras_serializable(package="keras_mobilevit")
@@ -171,6 +172,19 @@ class PatchResize(keras.layers.Layer):
         x, like = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
         if not _needs_resize(x, like, self.patch_size):
             return x
+        h, w = x.shape[1], x.shape[2]
+        p = self.patch_size
+        out_h, out_w = ((like.shape[1], like.shape[2]) if like is not None else
+                        (None if h is None else -(-h // p) * p, None if w is None else -(-w // p) * p))
+        if None not in (h, w, out_h, out_w):
+            # Static sizes: a matmul with a constant [out, in] matrix per resized axis (the
+            # same two taps per output as the gathers below). Exported graphs then hold
+            # matmuls, which XNNPACK and GPU delegates take, instead of GATHER ops.
+            if out_h != h:  # [out_h, h] x [B, h, W, C]
+                x = ops.einsum("oh,bhwc->bowc", self._matrix(h, out_h), x)
+            if out_w != w:
+                x = ops.einsum("ow,bhwc->bhoc", self._matrix(w, out_w), x)
+            return x
         if like is not None:
             out_h, out_w = ops.shape(like)[1], ops.shape(like)[2]
         else:
@@ -179,6 +193,21 @@ class PatchResize(keras.layers.Layer):
             out_w = (ops.shape(x)[2] + p - 1) // p * p
         x = _resize_axis(x, out_h, 1, self.align_corners)
         return _resize_axis(x, out_w, 2, self.align_corners)
+
+    def _matrix(self, in_len, out_len):
+        """[out_len, in_len] bilinear weights along one axis, `_resize_axis`'s rule."""
+        i = np.arange(out_len, dtype=np.float64)
+        if self.align_corners:
+            src = i * (in_len - 1) / max(out_len - 1, 1)
+        else:
+            src = np.maximum((i + 0.5) * in_len / out_len - 0.5, 0.0)
+        i0 = np.floor(src).astype(int)
+        i1 = np.minimum(i0 + 1, in_len - 1)
+        frac = src - i0
+        m = np.zeros((out_len, in_len), "float32")
+        np.add.at(m, (np.arange(out_len), i0), 1.0 - frac)
+        np.add.at(m, (np.arange(out_len), i1), frac)
+        return ops.convert_to_tensor(m, dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):

@@ -16,7 +16,7 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 import keras_mobilevit as kmv  # noqa: E402
-from tflite import analyze, android, benchmark, convert, op_profile, qat, rewrite  # noqa: E402
+from tflite import analyze, android, benchmark, bounds, convert, op_profile, qat, rewrite  # noqa: E402
 
 SIZE = 32
 # What each float op left in the default int8 graph is there for (see tflite/README.md).
@@ -95,6 +95,41 @@ def test_float32_builtin_batch1_and_matches_keras(float_model, float_tflite, sav
     x = _pixels(3, seed=1)
     np.testing.assert_allclose(_predict(save(float_tflite), x),
                                float_model.predict(x, verbose=0), rtol=0, atol=1e-4)
+
+
+def test_float32_folds_preprocessing_and_runs_all_in_xnnpack(float_tflite, save):
+    graph = analyze.load(float_tflite)
+    # The rescale and RGB->BGR flip live in the stem kernel: the input goes straight into
+    # the stem's PAD/CONV_2D, and no REVERSE_V2 (which XNNPACK does not take) is left.
+    assert "REVERSE_V2" not in graph.op_counts()
+    first = graph.ops[0]
+    assert first.name in ("PAD", "CONV_2D") and first.inputs[0].index == graph.inputs[0].index
+    # Every op runs in XNNPACK, the patch resizes of stage 5 (1x1 -> 2x2 at 32x32) too:
+    # static-size resizes are constant matmuls, not GATHERs.
+    delegated = benchmark.isolated("delegated_ops", model=save(float_tflite))
+    assert [str(op) for op in graph.ops if op.index not in delegated] == []
+
+
+def test_int8_ptq_of_a_float_model_goes_through_its_qat_twin(float_model, qat_model):
+    twin = convert._ptq_twin(float_model, _pixels(8))
+    assert twin is not float_model and qat.fake_quant_layers(twin)
+    assert convert._ptq_twin(qat_model, _pixels(8)) is qat_model  # keeps its own ranges
+    plain = _tiny()
+    with pytest.warns(UserWarning, match="converter's own calibration.*Conv2D"):
+        assert convert._ptq_twin(plain, _pixels(4, 8)) is plain
+
+
+def test_float_bounds_cut_swish_and_norm_statistics(float_tflite, save):
+    graph = analyze.load(float_tflite)
+    counts = graph.op_counts()
+    no_swish, removed = bounds.without(float_tflite, swish=True)
+    assert removed == 2 * counts["LOGISTIC"]  # every sigmoid in MobileViT is half a swish
+    linear, removed_both = bounds.without(float_tflite, swish=True, norms=True)
+    assert removed_both == removed + 7 * counts["RSQRT"]
+    left = analyze.load(linear).op_counts()
+    assert "LOGISTIC" not in left and "RSQRT" not in left
+    assert left["CONV_2D"] == counts["CONV_2D"] and left["BATCH_MATMUL"] == counts["BATCH_MATMUL"]
+    assert np.isfinite(_predict(save(linear), _pixels(1))).all()
 
 
 def test_qat_model_matches_float_model(float_model, qat_model):

@@ -24,8 +24,7 @@ def test_every_variant_converts_to_int8(name, tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (8, size, size, 3)).astype("float32")
     # QAT twin (ranges calibrated on `images`) -> int8, in a process of its own: a dozen
     # int8 conversions in one process crashed TensorFlow's converter (SIGSEGV).
-    path = benchmark.convert_isolated(keras_path, tmp_path / f"{name}.tflite", "int8", images,
-                                      ptq=True, calibration_batch=4)
+    path = benchmark.convert_isolated(keras_path, tmp_path / f"{name}.tflite", "int8", images)
     graph = analyze.load(path)
     assert analyze.non_builtin_ops(graph) == []
     assert graph.inputs[0].dtype == "uint8" and graph.outputs[0].dtype == "uint8"

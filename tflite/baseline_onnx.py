@@ -4,7 +4,7 @@ ONNX Runtime on the CPU. Used by `tflite.benchmark` as the float32 latency refer
 Runs in its own virtual environment (torch is no dependency of this project):
 
     python3 -m venv /work/venv-baseline
-    /work/venv-baseline/bin/pip install torch timm onnx onnxscript onnxruntime
+    /work/venv-baseline/bin/pip install torch torchvision timm onnx onnxscript onnxruntime
     /work/venv-baseline/bin/python tflite/baseline_onnx.py --models mobilevit_xs --json out.json
 
 Weights are random (pretrained=False): latency does not depend on weight values.

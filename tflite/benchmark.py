@@ -198,15 +198,12 @@ def _profile(model):
     return op_profile.profile(model)
 
 
-def _convert_job(keras_path, out, mode, calibration=None, ptq=False, calibration_batch=16):
-    """Convert the `.keras` at `keras_path` (its PTQ twin with `ptq`) to `out`."""
-    from tflite import convert, qat
+def _convert_job(keras_path, out, mode, calibration=None, ptq="auto"):
+    """Convert the `.keras` at `keras_path` to `out` (`ptq` as in `convert.convert`)."""
+    from tflite import convert
 
     model = convert.load_keras_model(keras_path)
-    if ptq:
-        model = qat.make_qat_model(model, calibration_data=calibration,
-                                   batch_size=calibration_batch)
-    _write(out, convert.convert(model, mode, calibration))
+    _write(out, convert.convert(model, mode, calibration, ptq=ptq))
     return out
 
 
@@ -297,7 +294,7 @@ def _file_row(label, path, float_path):
     return {"file": os.path.basename(path), "size_bytes": size,
             "size_vs_float32": size / os.path.getsize(float_path),
             "float_ops": [str(op) for op in analyze.float_ops(path)]
-            if label != "float32" else None}
+            if not label.startswith("float32") else None}
 
 
 def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_limit=None,
@@ -317,10 +314,10 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
     out = functools.partial(os.path.join, workdir)
     paths = {"float32": convert_isolated(float_path, out(f"{name}_float32.tflite"), "float32")}
     paths["int8 PTQ"] = convert_isolated(float_path, out(f"{name}_int8_ptq.tflite"), "int8",
-                                         calib, ptq=True)
+                                         calib)
     if naive_ptq:
         paths["int8 PTQ (converter only)"] = convert_isolated(
-            float_path, out(f"{name}_int8_naive.tflite"), "int8", calib)
+            float_path, out(f"{name}_int8_naive.tflite"), "int8", calib, ptq="converter")
     if qat_run:
         paths["int8 QAT"] = convert_isolated(os.path.join(qat_run, "model.keras"),
                                              out(f"{name}_int8_qat.tflite"), "int8", calib)
@@ -345,34 +342,49 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
             "float_run": float_run, "qat_run": qat_run, "results": rows}
 
 
-def onnx_comparison(python, timm_name, float_path, size, warmup, runs):
+def onnx_comparison(python, timm_name, float_paths, size, warmup, runs):
     """LiteRT float32 vs ONNX Runtime (timm's export of the same model), 1 thread each,
-    in two timing processes asked in turn (see `_TimingServer`)."""
+    in timing processes asked in turn (see `_TimingServer`).
+
+    `float_paths`: {label: .tflite}; "float32" is the model, any others (the
+    `--float-bounds` models) are timed in the same alternating runs."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     script = os.path.join(root, "tflite", "baseline_onnx.py")
-    litert = _TimingServer([sys.executable, "-m", "tflite.benchmark", "--serve-litert",
-                            float_path], env)
+    servers = {}
     try:
-        ort = _TimingServer([python, script, "--serve", "--models", timm_name,
-                             "--size", str(size), "--threads", "1"])
-        try:
-            stats = interleaved({"litert": litert, "onnxruntime": ort}, warmup, runs)
-        finally:
-            ort.close()
+        for label, path in float_paths.items():
+            servers[label] = _TimingServer([sys.executable, "-m", "tflite.benchmark",
+                                            "--serve-litert", path], env)
+        servers["onnxruntime"] = ort = _TimingServer(
+            [python, script, "--serve", "--models", timm_name, "--size", str(size),
+             "--threads", "1"])
+        stats = interleaved(servers, warmup, runs)
     finally:
-        litert.close()
+        for server in servers.values():
+            server.close()
     info = {k: v for k, v in ort.info.items() if k != "ready"}
-    return {"timm_model": timm_name, **info, "onnxruntime_1_thread": stats["onnxruntime"],
-            "litert_float32_1_thread": stats["litert"],
-            "litert_float32_vs_onnxruntime": stats["litert"]["p50_ms"]
-            / stats["onnxruntime"]["p50_ms"]}
+    reference = stats.pop("onnxruntime")
+    return {"timm_model": timm_name, **info, "onnxruntime_1_thread": reference,
+            "litert_float32_1_thread": stats["float32"],
+            "litert_float32_vs_onnxruntime": stats["float32"]["p50_ms"] / reference["p50_ms"],
+            "bounds": {label: {"litert_1_thread": s,
+                               "vs_onnxruntime": s["p50_ms"] / reference["p50_ms"]}
+                       for label, s in stats.items() if label != "float32"}}
+
+
+# `--float-bounds`: the float32 graph with op families cut out (see tflite/bounds.py).
+BOUNDS = {"float32 bound: no swish": {"swish": True},
+          "float32 bound: no swish, no norm statistics": {"swish": True, "norms": True}}
 
 
 def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baseline_python=None,
-                      naive_ptq=False):
+                      naive_ptq=False, float_bounds=False):
     """float32 vs PTQ int8 of one variant at `size` (random weights) under LiteRT; and
-    LiteRT float32 vs ONNX Runtime on timm's export (`onnx_comparison`)."""
+    LiteRT float32 vs ONNX Runtime on timm's export (`onnx_comparison`). With
+    `float_bounds`, also the `BOUNDS` models (lower bounds for float32 graph changes)."""
+    from tflite import bounds
+
     import keras_mobilevit as kmv
 
     # One set of random weights for every conversion: saved once, converted in turn.
@@ -382,10 +394,17 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     paths = {"float32": convert_isolated(keras_path, out(f"{name}_{size}_float32.tflite"),
                                          "float32")}
     paths["int8 PTQ"] = convert_isolated(keras_path, out(f"{name}_{size}_int8.tflite"), "int8",
-                                         calib[:32], ptq=True, calibration_batch=8)
+                                         calib[:32])
     if naive_ptq:
         paths["int8 PTQ (converter only)"] = convert_isolated(
-            keras_path, out(f"{name}_{size}_int8_naive.tflite"), "int8", calib[:32])
+            keras_path, out(f"{name}_{size}_int8_naive.tflite"), "int8", calib[:32],
+            ptq="converter")
+    if float_bounds:
+        with open(paths["float32"], "rb") as f:
+            content = f.read()
+        for i, (label, cut) in enumerate(BOUNDS.items()):
+            paths[label] = _write(out(f"{name}_{size}_float32_bound{i}.tflite"),
+                                  bounds.without(content, **cut)[0])
     result = {"model": name, "size": size, "results": {}}
     thread_counts = [1] + ([threads] if threads > 1 else [])
     for t in thread_counts:
@@ -397,7 +416,8 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
         result["results"][label].update(peak_memory(path))
     timm_name = TIMM_NAMES.get(name)
     if baseline_python and timm_name:
-        result["onnxruntime"] = onnx_comparison(baseline_python, timm_name, paths["float32"],
+        floats = {label: p for label, p in paths.items() if label.startswith("float32")}
+        result["onnxruntime"] = onnx_comparison(baseline_python, timm_name, floats,
                                                 size, warmup, runs)
     return result
 
@@ -490,6 +510,10 @@ def markdown(report):
                       f"runs: **{ort['litert_float32_vs_onnxruntime']:.2f}x** ({lt['p50_ms']:.1f} "
                       f"vs {o['p50_ms']:.1f} ms). {ort['runtime']}, exported from "
                       f"{ort['exported_from']}."]
+            for label, b in ort.get("bounds", {}).items():
+                lines += ["", f"{label} (a lower bound, see tflite/bounds.py), same alternating "
+                          f"runs: {b['litert_1_thread']['p50_ms']:.1f} ms, "
+                          f"**{b['vs_onnxruntime']:.2f}x** ONNX Runtime."]
         lines.append("")
     return "\n".join(lines)
 
@@ -528,6 +552,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--naive-ptq", action="store_true", help="also the converter's own PTQ (slow graph)")
+    parser.add_argument("--float-bounds", action="store_true",
+                        help="also time float32 with swish / norm statistics cut out (lower bounds)")
     parser.add_argument("--baseline-python", help="python of the venv with torch, timm, onnxruntime")
     parser.add_argument("--out", default="tflite/results", help="folder for JSON, Markdown and the plot")
     parser.add_argument("--markdown", default="tflite/BENCHMARKS-tflite.md")
@@ -551,7 +577,8 @@ def main(argv=None):
             calib = _latency_calibration(args.size)
             report["latency"] = [
                 latency_benchmark(name, args.size, workdir, args.threads, args.warmup, args.runs,
-                                  calib, args.baseline_python, args.naive_ptq)
+                                  calib, args.baseline_python, args.naive_ptq,
+                                  args.float_bounds)
                 for name in args.latency_models]
     with open(os.path.join(args.out, "benchmark.json"), "w") as f:
         json.dump(report, f, indent=1)

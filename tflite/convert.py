@@ -204,6 +204,7 @@ def convert(
     input_size=None,
     keep_float=KEEP_FLOAT,
     allow_float_ops=False,
+    ptq="auto",
 ):
     """Convert a Keras model (or a `.keras` path) to `.tflite` bytes.
 
@@ -222,12 +223,20 @@ def convert(
             RSQRT, for speed under LiteRT); () for an integer-only graph.
         allow_float_ops: for "int8", return a graph with other float fallbacks instead
             of raising `NotFullyQuantizableError` (for diagnosis only).
+        ptq: for "int8" of a float model (no fake-quant layers): "auto" (default) takes
+            the int8 ranges from the model's QAT twin calibrated on
+            `representative_data` (`qat.make_qat_model`: the fast int8 graph, see
+            tflite/README.md), or, for a model with layers QAT does not cover, the
+            converter's own calibration, with a warning; "converter" always takes the
+            converter's own (the slow graph, for comparison).
 
     Returns:
         The flatbuffer as bytes, checked to hold builtin ops only.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if ptq not in ("auto", "converter"):
+        raise ValueError(f"ptq must be 'auto' or 'converter', got {ptq!r}")
     if io_dtype not in ("uint8", "int8"):
         raise ValueError(f"io_dtype must be 'uint8' or 'int8', got {io_dtype!r}")
     if isinstance(model, (str, os.PathLike)):
@@ -238,6 +247,10 @@ def convert(
         samples = representative_samples(
             representative_data, input_shape, num_calibration_samples, pixel_range
         )
+        if ptq == "auto":
+            model = _ptq_twin(model, samples)
+    else:
+        model = fold_preprocessing(model)
     pin = pixel_range if mode == "int8" else None
     with tempfile.TemporaryDirectory() as tmp:
         with _quiet_stderr():
@@ -257,6 +270,56 @@ def convert(
             raise NotFullyQuantizableError(blocking)
         content = rewrite.float_islands(content, keep_float)
     return content
+
+
+def _ptq_twin(model, samples):
+    """The calibrated QAT twin of a float model (its fake-quant ranges become the int8
+    scales); QAT models and models QAT cannot cover are returned as they are."""
+    import warnings
+
+    from tflite import qat
+
+    if qat.fake_quant_layers(model):
+        return model  # a QAT model: its own ranges
+    try:
+        return qat.make_qat_model(model, calibration_data=samples,
+                                  num_calibration_samples=len(samples))
+    except qat.UnsupportedLayerError as e:
+        warnings.warn(f"int8 ranges from the converter's own calibration (slower int8 graph): "
+                      f"{e}", stacklevel=3)
+        return model
+
+
+def fold_preprocessing(model):
+    """A copy of `model` with its input rescale (and RGB->BGR flip) folded into the stem
+    conv's kernel; models without a Preprocess feeding a conv come back unchanged.
+
+    Same outputs up to float rounding (the stem's zero padding is zero in both pixel
+    scales), and the float `.tflite` loses a MUL over the full-size input and a
+    REVERSE_V2 that XNNPACK does not take, which would split the delegated graph.
+    """
+    import keras
+
+    from tflite import qat
+
+    preprocess, stem = qat.preprocess_fold_target(model)
+    if preprocess is None:
+        return model
+
+    def clone(layer):
+        if layer is preprocess:
+            return keras.layers.Identity(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    folded = keras.models.clone_model(model, clone_function=clone)
+    for layer in folded.layers:
+        if layer.name != preprocess.name:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    kernel = stem.conv.kernel.numpy() * preprocess.scale
+    if preprocess.reverse_channels:
+        kernel = kernel[:, :, ::-1, :]
+    folded.get_layer(stem.name).conv.kernel.assign(kernel)
+    return folded
 
 
 def calibrate_tflite(saved_model_dir, samples):
@@ -341,6 +404,9 @@ def main(argv=None):
     parser.add_argument("--io-dtype", default="uint8", choices=("uint8", "int8"))
     parser.add_argument("--strict-int8", action="store_true",
                         help="no float op at all (slower: int8 SOFTMAX/RSQRT run outside XNNPACK)")
+    parser.add_argument("--ptq", default="auto", choices=("auto", "converter"),
+                        help="int8 ranges of a float model: 'auto' (its calibrated QAT twin, the "
+                        "fast graph) or 'converter' (the converter's own calibration, slower)")
     parser.add_argument("--weights", default=None, help="weights for a variant name (file path)")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's)")
@@ -368,7 +434,7 @@ def main(argv=None):
     for mode in modes:
         content = convert(model, mode, data, io_dtype=args.io_dtype, input_size=size,
                           num_calibration_samples=args.num_calib,
-                          keep_float=() if args.strict_int8 else KEEP_FLOAT)
+                          keep_float=() if args.strict_int8 else KEEP_FLOAT, ptq=args.ptq)
         path = os.path.join(args.output, f"{stem}_{mode}.tflite")
         with atomic_path(path) as tmp:  # a killed run never leaves a truncated model
             tmp.write_bytes(content)
