@@ -142,6 +142,19 @@ def test_qat_model_matches_float_model(float_model, qat_model):
                    for l in qat_model._flatten_layers())
 
 
+def test_qat_dynamic_shapes_compute_the_static_graph():
+    """With H, W unknown (multi-scale training, or a dataset without static shapes) the
+    QAT twin must compute what the static, exported graph computes: a patch resize
+    that is the identity at this size adds no fake-quant."""
+    model = kmv.create_model("mobilevitv3_xxs", input_shape=(None, None, 3), classes=10,
+                             classifier_activation=None)
+    twin = qat.make_qat_model(model, calibration_data=_pixels(8, 64), batch_size=8)
+    x = _pixels(4, 64, seed=6)
+    dynamic = tf.function(lambda t: twin(t, training=False),
+                          input_signature=[tf.TensorSpec((None, None, None, 3))])
+    np.testing.assert_array_equal(dynamic(x).numpy(), twin(x, training=False).numpy())
+
+
 def test_qat_keras_file_round_trips(qat_model, tmp_path):
     path = tmp_path / "qat.keras"
     qat_model.save(path)

@@ -85,7 +85,11 @@ def test_train_dataset_batches(source, recipe):
 
 def test_eval_dataset_sees_each_example_once_in_full_batches(source):
     settings = pipeline.PipelineSettings(image_size=16, batch_size=5)
-    batches = list(pipeline.eval_dataset(source, settings))
+    ds = pipeline.eval_dataset(source, settings)
+    # Static shapes: a graph traced on eval batches sees the model's fixed input size
+    # (shape-dependent layers, e.g. QAT patch resizes, take their static path).
+    assert tuple(ds.element_spec[0].shape) == (5, 16, 16, 3)
+    batches = list(ds)
     count = source.num_examples(source.eval_split)
     padded = 5 * len(batches)
     assert padded - 5 < count <= padded

@@ -92,7 +92,8 @@ def representative_samples(data, input_shape, num_samples=100, pixel_range=RAW_P
     for element in _images(data):
         x = np.asarray(element)
         batch = x[None] if x.ndim == len(input_shape) else x
-        if batch.ndim != len(input_shape) + 1 or tuple(batch.shape[1:]) != tuple(input_shape):
+        if batch.ndim != len(input_shape) + 1 or any(
+                want is not None and got != want for got, want in zip(batch.shape[1:], input_shape)):
             raise RepresentativeDatasetError(
                 f"representative sample {len(samples)} has shape {x.shape}; the model takes "
                 f"{tuple(input_shape)} images (optionally batched)"

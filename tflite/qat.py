@@ -517,20 +517,27 @@ class QPatchResize(kmv_layers.PatchResize):
         return x
 
     def _dynamic(self, x, like, training):
-        """Sizes known only at run time: TensorFlow's bilinear resize (the same math),
-        one axis at a time, so the fake-quants observe what the static graph holds."""
+        """Sizes known only at run time (multi-scale training): TensorFlow's bilinear
+        resize (the same math), one axis at a time, and only along an axis whose size
+        changes, so the fake-quants see what the static graph at that size holds (no
+        extra quantization where the exported graph has no resize)."""
         import tensorflow as tf
 
         shape = ops.shape(like if like is not None else x)
+        in_h, in_w = ops.shape(x)[1], ops.shape(x)[2]
         p = self.patch_size
         out_h, out_w = ((shape[1], shape[2]) if like is not None else
-                        ((shape[1] + p - 1) // p * p, (shape[2] + p - 1) // p * p))
+                        ((in_h + p - 1) // p * p, (in_w + p - 1) // p * p))
         kwargs = ({"align_corners": True} if self.align_corners
                   else {"half_pixel_centers": True})
-        x = self.fq_h(tf.compat.v1.image.resize_bilinear(x, [out_h, ops.shape(x)[2]],
-                                                         **kwargs), training=training)
-        return self.fq_w(tf.compat.v1.image.resize_bilinear(x, [out_h, out_w], **kwargs),
-                         training=training)
+
+        def resize(t, size, fq):
+            return fq(tf.compat.v1.image.resize_bilinear(t, size, **kwargs), training=training)
+
+        x = tf.cond(tf.not_equal(out_h, in_h),
+                    lambda: resize(x, [out_h, in_w], self.fq_h), lambda: x)
+        return tf.cond(tf.not_equal(out_w, in_w),
+                       lambda: resize(x, [out_h, out_w], self.fq_w), lambda: x)
 
 
 # Layers that only move data (or are the identity at inference): int8 passes through.

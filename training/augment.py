@@ -92,7 +92,11 @@ def center_crop(image, size, crop_fraction=256 / 288, interpolation="bilinear",
     resized = tf.maximum(resized, size)
     image = _resize(image, resized, interpolation, antialias)
     top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
-    return image[top:top + size, left:left + size]
+    crop = image[top:top + size, left:left + size]
+    # Static [size, size, 3] (the slice bounds are tensors): graphs traced on eval batches
+    # then see the model's fixed shapes, as an exported model does. With unknown H, W,
+    # shape-dependent layers take their dynamic path (e.g. a QAT patch resize).
+    return tf.ensure_shape(crop, (size, size, 3)) if isinstance(size, int) else crop
 
 
 class RandAugment:
