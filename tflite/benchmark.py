@@ -169,8 +169,14 @@ def isolated(function, **kwargs):
             json.dump({"function": function, "kwargs": kwargs, "out": out}, f)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        subprocess.run([sys.executable, "-m", "tflite.benchmark", "--worker", spec],
-                       check=True, env=env)
+        command = [sys.executable, "-m", "tflite.benchmark", "--worker", spec]
+        if subprocess.run(command, env=env).returncode < 0:
+            # Killed by a signal: TensorFlow's converter has died at random (SIGSEGV,
+            # SIGABRT with no message) on a model that converted on the next try. One
+            # retry, said out loud; a second death is an error.
+            print(f"benchmark: the {function} worker died of a signal; retrying once",
+                  file=sys.stderr, flush=True)
+            subprocess.run(command, check=True, env=env)
         result = np.load(out, allow_pickle=True)
         return result[()] if result.dtype == object and result.shape == () else result
 

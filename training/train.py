@@ -334,9 +334,7 @@ def train(config, source, strategy, out, chief, checkpoint_every=500, verbose="a
         summary_path=str(out / "summary.json"))
     if chief:
         # A plain functional copy: the .keras file holds the weights, not the optimizer.
-        # `.input` / `.output` (not the lists): called on a plain tensor, the saved model
-        # then takes it without Keras' "structure of `inputs`" warning.
-        export = keras.Model(model.input, model.output, name=model.name)
+        export = keras.Model(model.inputs, model.outputs, name=model.name)
         with checkpoint.atomic_path(out / "model.keras") as tmp:
             export.save(tmp)
         reporting.plot_history(history_path, out / "curves.png")
