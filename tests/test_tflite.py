@@ -202,43 +202,6 @@ def test_int8_io_builtin_and_integer_kernels(int8_tflite):
             assert [t.dtype for t in op.inputs[:2]] in (["int8", "int8"],), str(op)
 
 
-def _concat_quants(qat_model):
-    for layer in qat_model.layers:
-        if isinstance(layer, keras.layers.Concatenate):
-            inputs = layer._inbound_nodes[0].input_tensors
-            yield [qat._output_quant(t) for t in inputs] + [qat_model.get_layer(f"{layer.name}.fq")]
-
-
-def test_concat_inputs_and_output_share_one_int8_range(qat_model, int8_tflite):
-    groups = list(_concat_quants(qat_model))
-    assert len(groups) == 3  # one fusion concat per MobileViT block
-    for quants in groups:  # calibrate() tied them
-        assert None not in quants
-        assert len({tuple(float(v) for v in q.quantization_range()) for q in quants}) == 1
-    graph = analyze.load(int8_tflite)
-    concats = [op for op in graph.ops if op.name == "CONCATENATION"]
-    assert len(concats) == 3
-    requantized = {t.index for op in graph.ops if op.name == "QUANTIZE" for t in op.outputs}
-    for op in concats:  # one scale, and no requantize in front of the concat
-        assert len({(t.scale, t.zero_point) for t in (*op.inputs, *op.outputs)}) == 1, str(op)
-        assert not requantized & {t.index for t in op.inputs}, str(op)
-
-
-def test_conversion_ties_concat_ranges_without_changing_the_model(qat_model):
-    producer = next(iter(_concat_quants(qat_model)))[0]
-    lo, hi = producer.range_min.numpy(), producer.range_max.numpy()
-    try:
-        producer.range_max.assign(hi * 0.5)  # as QAT's moving ranges drift apart
-        with convert._tied_concat_ranges(qat_model):
-            for quants in _concat_quants(qat_model):
-                assert len({(float(q.range_min.numpy()), float(q.range_max.numpy()))
-                            for q in quants}) == 1
-        assert producer.range_max.numpy() == np.float32(hi * 0.5)  # the caller's, restored
-    finally:
-        producer.range_min.assign(lo)
-        producer.range_max.assign(hi)
-
-
 def test_strict_int8_has_no_float_op(calibrated):
     strict = convert.quantize_calibrated(calibrated, "int8")
     graph = analyze.load(strict)

@@ -254,7 +254,7 @@ def convert(
         model = fold_preprocessing(model)
     pin = pixel_range if mode == "int8" else None
     with tempfile.TemporaryDirectory() as tmp:
-        with _quiet_stderr(), _tied_concat_ranges(model):
+        with _quiet_stderr():
             _export_saved_model(model, input_shape, tmp, pin)
         if mode == "int8":
             content = quantize_calibrated(calibrate_tflite(tmp, samples), io_dtype)
@@ -271,24 +271,6 @@ def convert(
             raise NotFullyQuantizableError(blocking)
         content = rewrite.float_islands(content, keep_float)
     return content
-
-
-@contextlib.contextmanager
-def _tied_concat_ranges(model):
-    """A QAT model with `qat.tie_concat_ranges` applied, its own ranges restored after
-    (converting does not change the caller's model); other models as they are."""
-    from tflite import qat
-
-    quants = [q for q in qat.fake_quant_layers(model) if q.fixed_range is None]
-    before = [(q.range_min.numpy(), q.range_max.numpy()) for q in quants]
-    if quants:
-        qat.tie_concat_ranges(model)
-    try:
-        yield model
-    finally:
-        for q, (lo, hi) in zip(quants, before):
-            q.range_min.assign(lo)
-            q.range_max.assign(hi)
 
 
 def _ptq_twin(model, samples):

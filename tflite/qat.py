@@ -650,82 +650,6 @@ def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibrati
     return qat
 
 
-def _output_quant(tensor):
-    """The FakeQuant whose range a tensor of a QAT model carries into the int8 graph,
-    following data-moving layers back; None where no single one does."""
-    while True:
-        layer, node_index, _ = tensor._keras_history
-        node = layer._inbound_nodes[node_index]
-        if isinstance(layer, FakeQuant):
-            return layer
-        if isinstance(layer, _PASSTHROUGH) and not isinstance(layer, keras.layers.InputLayer):
-            tensor = node.input_tensors[0]
-            continue
-        if isinstance(layer, QConvAct):
-            return layer.fq_act if layer.activation == "swish" else layer.fq_out
-        if isinstance(layer, (_QAttention, QPreprocess)):
-            return layer.fq_out
-        if isinstance(layer, QLayerNorm):
-            return layer.fq["out"]
-        if isinstance(layer, QPatchResize):
-            x = node.input_tensors[0]
-            like = node.input_tensors[1] if len(node.input_tensors) > 1 else None
-            if not kmv_layers._needs_resize(x, like, layer.patch_size):
-                tensor = x  # the identity: the input's range
-                continue
-            h, w = x.shape[1], x.shape[2]
-            if None in (h, w):
-                return None
-            p = layer.patch_size
-            out_h, out_w = ((like.shape[1], like.shape[2]) if like is not None
-                            else (-(-h // p) * p, -(-w // p) * p))
-            # The last fake-quant `QPatchResize.call` applies.
-            return layer.fq_w if (out_w != w or (h, w) == (1, 1) or (out_h, out_w) == (1, 1)) \
-                else layer.fq_h
-        return None
-
-
-def tie_concat_ranges(qat_model):
-    """Give every concatenation's inputs and output one int8 range: the union of theirs.
-
-    Why: a CONCATENATION needs one scale and zero point for all its tensors. With a
-    range of their own, the converter has to requantize inputs (int8 -> int8 QUANTIZE
-    ops that XNNPACK leaves out, splitting its graph) or refuses the graph outright
-    ("quantization parameters violate the same scale constraint", seen on
-    mobilevitv3_050). The union only widens ranges, so nothing gets clipped.
-    `calibrate` calls this; `tflite.convert` calls it before export. In place; returns
-    the number of ranges changed."""
-    groups = []  # lists of FakeQuants that must share a range
-    for layer in qat_model.layers:
-        if not isinstance(layer, keras.layers.Concatenate):
-            continue
-        node = layer._inbound_nodes[0]
-        members = [_output_quant(t) for t in node.input_tensors]
-        members += [n.operation for n in layer._outbound_nodes
-                    if isinstance(n.operation, FakeQuant)]
-        if any(q is None or q.fixed_range is not None or q.symmetric for q in members):
-            continue  # not a range this function can move (left to the converter)
-        groups.append(members)
-    merged = []  # groups sharing a FakeQuant are one group
-    for group in groups:
-        ids = {id(q) for q in group}
-        overlapping = [g for g in merged if ids & {id(q) for q in g}]
-        for g in overlapping:
-            merged.remove(g)
-            group = group + g
-        merged.append(list({id(q): q for q in group}.values()))
-    changed = 0
-    for group in merged:
-        lo = min(float(q.range_min.numpy()) for q in group)
-        hi = max(float(q.range_max.numpy()) for q in group)
-        for q in group:
-            if (float(q.range_min.numpy()), float(q.range_max.numpy())) != (lo, hi):
-                q.range_min.assign(lo)
-                q.range_max.assign(hi)
-                changed += 1
-    return changed
-
-
 def fake_quant_layers(model):
     """Every FakeQuant in `model`, nested ones included."""
     return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
@@ -753,7 +677,6 @@ def calibrate(qat_model, data, num_samples=256, batch_size=16):
     finally:
         for q in quants:
             q.calibrating = False
-    tie_concat_ranges(qat_model)
     return qat_model
 
 
