@@ -171,9 +171,9 @@ def isolated(function, **kwargs):
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         command = [sys.executable, "-m", "tflite.benchmark", "--worker", spec]
         if subprocess.run(command, env=env).returncode < 0:
-            # Killed by a signal: TensorFlow's converter has died at random (SIGSEGV,
-            # SIGABRT with no message) on a model that converted on the next try. One
-            # retry, said out loud; a second death is an error.
+            # Killed by a signal: TensorFlow has died with SIGSEGV at random partway
+            # through long runs (see `convert_isolated`). One retry, said out loud; a
+            # second death is an error (a crash that repeats is a bug to report).
             print(f"benchmark: the {function} worker died of a signal; retrying once",
                   file=sys.stderr, flush=True)
             subprocess.run(command, check=True, env=env)
