@@ -155,6 +155,39 @@ def test_qat_dynamic_shapes_compute_the_static_graph():
     np.testing.assert_array_equal(dynamic(x).numpy(), twin(x, training=False).numpy())
 
 
+def test_conversion_ties_the_ranges_around_identity_layernorm_steps(qat_model):
+    """gamma = 1 / beta = 0 (an untrained LayerNorm): the converter folds `* 1` and `+ 0`,
+    and fake-quants left back to back with different ranges made its quantizer fail on
+    the fusion concat ("same scale constraint", mobilevitv3_050 at 256; the real case is
+    in tests/test_tflite_slow.py). Inside `identity_steps_tied` each takes the range of
+    the one before it; afterwards the model's own ranges are back."""
+    norms = [l for l in qat_model._flatten_layers() if isinstance(l, qat.QLayerNorm)]
+    fixture_state = [(v, v.numpy()) for n in norms for v in n.weights]  # shared fixture
+    trained = norms[0]  # a LayerNorm with trained-looking weights keeps its ranges
+    trained.gamma.assign(trained.gamma * 1.01)
+
+    def ranges(norm):
+        return {s: [float(v) for v in norm.fq[s].quantization_range()]
+                for s in ("normed", "scaled", "out")}
+
+    for norm in norms:  # ranges one rounding step apart, as calibration gave
+        for k, step in (("scaled", 1), ("out", 2)):
+            hi = float(norm.fq["normed"].range_max.numpy())
+            norm.fq[k].range_max.assign(hi + step * 2.0 ** (np.floor(np.log2(hi)) - 5))
+    before = {n.name: ranges(n) for n in norms}
+    try:
+        with qat.identity_steps_tied(qat_model):
+            for norm in norms[1:]:
+                r = ranges(norm)
+                assert r["normed"] == r["scaled"] == r["out"] != before[norm.name]["out"]
+            assert ranges(trained)["scaled"] == before[trained.name]["scaled"]
+            assert ranges(trained)["out"] == ranges(trained)["scaled"]  # beta is still 0
+        assert {n.name: ranges(n) for n in norms} == before
+    finally:
+        for variable, value in fixture_state:
+            variable.assign(value)
+
+
 def test_qat_keras_file_round_trips(qat_model, tmp_path):
     path = tmp_path / "qat.keras"
     qat_model.save(path)

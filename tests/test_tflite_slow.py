@@ -31,3 +31,20 @@ def test_every_variant_converts_to_int8(name, tmp_path):
     assert {op.name for op in analyze.float_ops(graph)} <= FLOAT_ISLAND_OPS
     delegated = benchmark.isolated("delegated_ops", model=str(path))
     assert all(op.index in delegated for op in graph.ops if op.name == "BATCH_MATMUL")
+
+
+@pytest.mark.slow
+def test_untrained_mobilevitv3_050_converts_at_256(tmp_path):
+    """Regression: these random weights (LayerNorms at gamma = 1, beta = 0) calibrated on
+    the default dataset made the converter fail on layer_4.1's fusion concat with "same
+    scale constraint" until `qat.identity_steps_tied` (the benchmark's latency run)."""
+    import keras
+
+    from tflite import data
+
+    keras.utils.set_random_seed(0)
+    keras_path = tmp_path / "mobilevitv3_050.keras"
+    kmv.create_model("mobilevitv3_050", weights=None, input_shape=(256, 256, 3)).save(keras_path)
+    images = data.calibration_images(data.default_config(256), 32)
+    path = benchmark.convert_isolated(keras_path, tmp_path / "int8.tflite", "int8", images)
+    assert analyze.non_builtin_ops(analyze.load(path)) == []

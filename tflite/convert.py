@@ -254,7 +254,7 @@ def convert(
         model = fold_preprocessing(model)
     pin = pixel_range if mode == "int8" else None
     with tempfile.TemporaryDirectory() as tmp:
-        with _quiet_stderr():
+        with _quiet_stderr(), _identity_steps_tied(model):
             _export_saved_model(model, input_shape, tmp, pin)
         if mode == "int8":
             content = quantize_calibrated(calibrate_tflite(tmp, samples), io_dtype)
@@ -289,6 +289,15 @@ def _ptq_twin(model, samples):
         warnings.warn(f"int8 ranges from the converter's own calibration (slower int8 graph): "
                       f"{e}", stacklevel=3)
         return model
+
+
+def _identity_steps_tied(model):
+    """`qat.identity_steps_tied` for QAT models (no-op for float ones)."""
+    from tflite import qat
+
+    if qat.fake_quant_layers(model):
+        return qat.identity_steps_tied(model)
+    return contextlib.nullcontext()
 
 
 def fold_preprocessing(model):

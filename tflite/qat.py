@@ -25,6 +25,8 @@ Example:
     >>> tflite_bytes = tflite.convert.convert(qat_model, "int8", images)
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -648,6 +650,38 @@ def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibrati
     if calibration_data is not None:
         calibrate(qat, calibration_data, num_calibration_samples, batch_size)
     return qat
+
+
+@contextlib.contextmanager
+def identity_steps_tied(qat_model):
+    """Within the block, a LayerNorm whose gamma is all ones (beta all zeros) gives the
+    fake-quant after `* gamma` (`+ beta`) the range of the one before it.
+
+    Why: the converter folds `x * 1` and `x + 0` away, which leaves two fake-quants back
+    to back; when their ranges differ, its quantizer hands the wrong one to the
+    same-scale ops that follow (Fold's reshape/transpose, then the fusion concat) and
+    fails with "same scale constraint". Untrained LayerNorms (random-weight benchmarks,
+    a freshly built model) have exactly those weights. With one range, the second
+    fake-quant is exact on the first one's grid. The ranges are restored afterwards.
+    """
+    saved = []
+    for layer in qat_model._flatten_layers(include_self=False, recursive=True):
+        if not isinstance(layer, QLayerNorm):
+            continue
+        steps = [(ops.all(layer.gamma == 1.0), "normed", "scaled"),
+                 (ops.all(layer.beta == 0.0), "scaled", "out")]
+        for identity, before, after in steps:
+            src, dst = layer.fq[before], layer.fq[after]
+            if bool(identity) and src.fixed_range is None and dst.fixed_range is None:
+                saved.append((dst, dst.range_min.numpy(), dst.range_max.numpy()))
+                dst.range_min.assign(src.range_min)
+                dst.range_max.assign(src.range_max)
+    try:
+        yield qat_model
+    finally:
+        for fq, lo, hi in reversed(saved):
+            fq.range_min.assign(lo)
+            fq.range_max.assign(hi)
 
 
 def fake_quant_layers(model):
