@@ -519,9 +519,11 @@ class QPatchResize(kmv_layers.PatchResize):
         return x
 
     def _dynamic(self, x, like, training):
-        """Sizes known only at run time (multi-scale training): TensorFlow's bilinear
-        resize (the same math), one axis at a time, and only along an axis whose size
-        changes, so the fake-quants see what the static graph at that size holds (no
+        """Sizes known only at run time (multi-scale training): the static graph's ops
+        for the sizes met at run time, chosen by `tf.cond`, so the fake-quants see
+        what the exported graph at that size holds: a 1x1 map repeated and a 2x2 -> 1x1
+        mean each take fq_w only; otherwise TensorFlow's bilinear resize (the same math
+        as the matmuls) one axis at a time, only along an axis whose size changes (no
         extra quantization where the exported graph has no resize)."""
         import tensorflow as tf
 
@@ -536,10 +538,23 @@ class QPatchResize(kmv_layers.PatchResize):
         def resize(t, size, fq):
             return fq(tf.compat.v1.image.resize_bilinear(t, size, **kwargs), training=training)
 
-        x = tf.cond(tf.not_equal(out_h, in_h),
-                    lambda: resize(x, [out_h, in_w], self.fq_h), lambda: x)
-        return tf.cond(tf.not_equal(out_w, in_w),
-                       lambda: resize(x, [out_h, out_w], self.fq_w), lambda: x)
+        def per_axis():
+            y = tf.cond(tf.not_equal(out_h, in_h),
+                        lambda: resize(x, [out_h, in_w], self.fq_h), lambda: x)
+            return tf.cond(tf.not_equal(out_w, in_w),
+                           lambda: resize(y, [out_h, out_w], self.fq_w), lambda: y)
+
+        def repeat():  # the static graph's `x * ones`
+            return self.fq_w(x * tf.ones(tf.stack([1, out_h, out_w, 1]), x.dtype),
+                             training=training)
+
+        def mean():
+            return self.fq_w(tf.reduce_mean(x, axis=(1, 2), keepdims=True), training=training)
+
+        is_pixel = (in_h == 1) & (in_w == 1) & ((out_h != 1) | (out_w != 1))
+        is_mean = tf.constant(not self.align_corners) & (in_h == 2) & (in_w == 2) & (
+            out_h == 1) & (out_w == 1)
+        return tf.cond(is_pixel, repeat, lambda: tf.cond(is_mean, mean, per_axis))
 
 
 # Layers that only move data (or are the identity at inference): int8 passes through.
