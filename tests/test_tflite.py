@@ -302,6 +302,20 @@ def test_latency_and_memory(float_tflite, int8_tflite, save):
     assert 0 < mem["model_rss_bytes"] < mem["peak_rss_bytes"] < 2**31
 
 
+def test_a_model_the_interpreter_dies_on_is_reported_and_the_rest_timed(float_tflite, save,
+                                                                       tmp_path):
+    # A truncated file makes the worker fail like a model LiteRT aborts on (that one dies
+    # of SIGABRT): the other models are still timed together, the bad one is named.
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(float_tflite[:1000])
+    paths = {"float32": save(float_tflite), "float32 copy": save(float_tflite + b""),
+             "broken": str(broken)}
+    failures = {}
+    stats = benchmark.timed_apart(paths, 1, 1, 4, failures)
+    assert set(stats) == {"float32", "float32 copy"} and set(failures) == {"broken"}
+    assert "broken.tflite" in failures["broken"] and "exit code 1" in failures["broken"]
+
+
 # --- bad input gets a clear error --------------------------------------------------
 
 

@@ -153,11 +153,13 @@ def predict_tflite(path, images, threads=1):
     return np.stack(scores)
 
 
-def isolated(function, **kwargs):
+def isolated(function, retry=True, **kwargs):
     """Run one of `WORKER_FUNCTIONS` in a fresh process that never imports TensorFlow.
 
     LiteRT then runs as an app would run it: no TensorFlow threads, memory or second
-    TFLite runtime (the converter's) in the process being measured.
+    TFLite runtime (the converter's) in the process being measured. A worker killed by
+    a signal is run once more (`retry`); a second death, or an exception in the worker,
+    raises `subprocess.CalledProcessError`.
     """
     with tempfile.TemporaryDirectory() as tmp:
         for key, value in list(kwargs.items()):
@@ -170,13 +172,16 @@ def isolated(function, **kwargs):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         command = [sys.executable, "-m", "tflite.benchmark", "--worker", spec]
-        if subprocess.run(command, env=env).returncode < 0:
+        code = subprocess.run(command, env=env).returncode
+        if code < 0 and retry:
             # Killed by a signal: TensorFlow has died with SIGSEGV at random partway
             # through long runs (see `convert_isolated`). One retry, said out loud; a
             # second death is an error (a crash that repeats is a bug to report).
             print(f"benchmark: the {function} worker died of a signal; retrying once",
                   file=sys.stderr, flush=True)
             subprocess.run(command, check=True, env=env)
+        elif code:
+            raise subprocess.CalledProcessError(code, command)
         result = np.load(out, allow_pickle=True)
         return result[()] if result.dtype == object and result.shape == () else result
 
@@ -221,7 +226,51 @@ def convert_isolated(keras_path, out, mode, calibration=None, **kwargs):
                         calibration=calibration, **kwargs))
 
 
-WORKER_FUNCTIONS = {"latency": latency, "predict_tflite": predict_tflite,
+def _invoke(path, threads=1, count=3):
+    """Load `path` and invoke it `count` times (does the interpreter survive it?)."""
+    it = _interpreter(path, threads)
+    for _ in range(count):
+        it.invoke()
+    return True
+
+
+def timed_apart(paths, threads, warmup, runs, failures):
+    """`latency` of `paths` in a worker; if the worker dies (LiteRT has aborted with
+    SIGABRT on some graphs), each model is first invoked alone to find the one(s) that
+    kill it, those go into `failures` ({label: reason}), and the rest are timed together.
+    """
+    try:
+        return isolated("latency", paths=paths, threads=threads, warmup=warmup, runs=runs)
+    except subprocess.CalledProcessError as e:
+        print(f"benchmark: timing {sorted(paths)} died ({_signal_name(e)}); "
+              "invoking each alone to find the model", file=sys.stderr, flush=True)
+    survivors = {}
+    for label, path in paths.items():
+        try:
+            isolated("invoke", path=path, threads=threads, retry=False)
+            survivors[label] = path
+        except subprocess.CalledProcessError as e:
+            failures[label] = (f"the LiteRT interpreter died ({_signal_name(e)}) invoking "
+                               f"{os.path.basename(path)} with {threads} thread(s)")
+    if not survivors:
+        return {}
+    if len(survivors) == len(paths):  # each runs alone, not together: time them apart
+        stats = {}
+        for label, path in paths.items():
+            stats.update(isolated("latency", paths={label: path}, threads=threads,
+                                  warmup=warmup, runs=runs))
+        return stats
+    return isolated("latency", paths=survivors, threads=threads, warmup=warmup, runs=runs)
+
+
+def _signal_name(error):
+    import signal
+
+    code = error.returncode
+    return signal.Signals(-code).name if code < 0 else f"exit code {code}"
+
+
+WORKER_FUNCTIONS = {"latency": latency, "predict_tflite": predict_tflite, "invoke": _invoke,
                     "delegated_ops": _delegated, "op_profile": _profile,
                     "convert": _convert_job}
 
@@ -385,15 +434,23 @@ BOUNDS = {"float32 bound: no swish": {"swish": True},
 
 
 def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baseline_python=None,
-                      naive_ptq=False, float_bounds=False):
-    """float32 vs PTQ int8 of one variant at `size` (random weights) under LiteRT; and
-    LiteRT float32 vs ONNX Runtime on timm's export (`onnx_comparison`). With
-    `float_bounds`, also the `BOUNDS` models (lower bounds for float32 graph changes)."""
+                      naive_ptq=False, float_bounds=False, seed=0, keep_failed=None):
+    """float32 vs PTQ int8 of one variant at `size` (random weights from `seed`) under
+    LiteRT; and LiteRT float32 vs ONNX Runtime on timm's export (`onnx_comparison`).
+    With `float_bounds`, also the `BOUNDS` models (lower bounds for float32 graph
+    changes). A model the interpreter dies on gets an "error" row instead of numbers
+    (the others are still timed together), and its `.tflite` is copied to `keep_failed`
+    for a bug report."""
+    import shutil
+
+    import keras
+
     from tflite import bounds
 
     import keras_mobilevit as kmv
 
     # One set of random weights for every conversion: saved once, converted in turn.
+    keras.utils.set_random_seed(seed)
     keras_path = os.path.join(workdir, f"{name}_{size}.keras")
     kmv.create_model(name, weights=None, input_shape=(size, size, 3)).save(keras_path)
     out = functools.partial(os.path.join, workdir)
@@ -411,18 +468,27 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
         for i, (label, cut) in enumerate(BOUNDS.items()):
             paths[label] = _write(out(f"{name}_{size}_float32_bound{i}.tflite"),
                                   bounds.without(content, **cut)[0])
-    result = {"model": name, "size": size, "results": {}}
+    result = {"model": name, "size": size, "seed": seed,
+              "results": {label: {} for label in paths}}
+    failures = {}
     thread_counts = [1] + ([threads] if threads > 1 else [])
     for t in thread_counts:
-        for label, stats in isolated("latency", paths=paths, threads=t, warmup=warmup,
-                                     runs=runs).items():
-            result["results"].setdefault(label, {})[f"latency_{t}_thread"] = stats
+        alive = {k: v for k, v in paths.items() if k not in failures}
+        for label, stats in timed_apart(alive, t, warmup, runs, failures).items():
+            result["results"][label][f"latency_{t}_thread"] = stats
     for label, path in paths.items():
         result["results"][label].update(_file_row(label, path, paths["float32"]))
-        result["results"][label].update(peak_memory(path))
+        if label in failures:
+            result["results"][label]["error"] = failures[label]
+            if keep_failed:
+                os.makedirs(keep_failed, exist_ok=True)
+                shutil.copy(path, keep_failed)
+        else:
+            result["results"][label].update(peak_memory(path))
     timm_name = TIMM_NAMES.get(name)
-    if baseline_python and timm_name:
-        floats = {label: p for label, p in paths.items() if label.startswith("float32")}
+    if baseline_python and timm_name and "float32" not in failures:
+        floats = {label: p for label, p in paths.items()
+                  if label.startswith("float32") and label not in failures}
         result["onnxruntime"] = onnx_comparison(baseline_python, timm_name, floats,
                                                 size, warmup, runs)
     return result
@@ -442,7 +508,11 @@ def targets(report):
                      f"{gap:+.2f} points: {_verdict(gap >= -1.0)}")
     for entry in report.get("latency", []):
         r = entry["results"]
-        if "int8 PTQ" in r:
+        failed = [label for label in ("float32", "int8 PTQ") if "error" in r.get(label, {})]
+        if failed:
+            lines.append(f"- {entry['model']} at {entry['size']}: not measured, "
+                         f"{'; '.join(r[label]['error'] for label in failed)}")
+        elif "int8 PTQ" in r:
             size = r["int8 PTQ"]["size_vs_float32"]
             speed = (r["int8 PTQ"]["latency_1_thread"]["p50_ms"]
                      / r["float32"]["latency_1_thread"]["p50_ms"])
@@ -472,6 +542,9 @@ def markdown(report):
              "interleaved rounds in one process so that ratios are side by side. Other "
              "workers share this machine's cores: absolute numbers move with their load, "
              "ratios much less.", ""]
+    if not report.get("complete", True):
+        lines += ["**Incomplete: the run is still going or stopped early; the parts below "
+                  "are the ones it finished.**", ""]
     lines += targets(report)
     acc = report.get("accuracy")
     if acc:
@@ -496,8 +569,13 @@ def markdown(report):
                   "| model | size | vs float32 | p50 1 thread | p90 1 thread | p50 vs float32 "
                   "| p50 N threads | model RSS | float ops |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        f32 = entry["results"]["float32"]["latency_1_thread"]["p50_ms"]
+        f32 = entry["results"]["float32"].get("latency_1_thread", {}).get("p50_ms", np.nan)
         for label, r in entry["results"].items():
+            if "error" in r:
+                lines.append(f"| {label} | {r['size_bytes'] / 1e6:.2f} MB | "
+                             f"{r['size_vs_float32']:.2f}x | failed: {r['error']} "
+                             "| | | | | |")
+                continue
             lat = r["latency_1_thread"]
             multi = [v for k, v in r.items() if k.startswith("latency_") and k != "latency_1_thread"]
             multi_s = f"{multi[0]['p50_ms']:.1f} ms ({multi[0]['threads']})" if multi else "-"
@@ -560,6 +638,7 @@ def main(argv=None):
     parser.add_argument("--naive-ptq", action="store_true", help="also the converter's own PTQ (slow graph)")
     parser.add_argument("--float-bounds", action="store_true",
                         help="also time float32 with swish / norm statistics cut out (lower bounds)")
+    parser.add_argument("--seed", type=int, default=0, help="random weights of the latency models")
     parser.add_argument("--baseline-python", help="python of the venv with torch, timm, onnxruntime")
     parser.add_argument("--out", default="tflite/results", help="folder for JSON, Markdown and the plot")
     parser.add_argument("--markdown", default="tflite/BENCHMARKS-tflite.md")
@@ -574,26 +653,35 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     report = {"machine": machine_info(), "command": "python -m tflite.benchmark " + " ".join(
         argv if argv is not None else sys.argv[1:])}
+    report["complete"] = False
     with tempfile.TemporaryDirectory() as workdir:
+        # The report is written after every part, so a crash late in a long run keeps
+        # what was measured before it ("complete": false until the end).
         if args.float_run:
             report["accuracy"] = accuracy_benchmark(
                 args.float_run, args.qat_run, workdir, args.threads, args.warmup, args.runs,
                 args.eval_limit, args.naive_ptq)
+            _save_report(report, args)
         if args.latency_models:
             calib = _latency_calibration(args.size)
-            report["latency"] = [
-                latency_benchmark(name, args.size, workdir, args.threads, args.warmup, args.runs,
-                                  calib, args.baseline_python, args.naive_ptq,
-                                  args.float_bounds)
-                for name in args.latency_models]
-    with open(os.path.join(args.out, "benchmark.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(args.markdown, "w") as f:
-        f.write(markdown(report) + "\n")
+            report["latency"] = []
+            for name in args.latency_models:
+                report["latency"].append(latency_benchmark(
+                    name, args.size, workdir, args.threads, args.warmup, args.runs, calib,
+                    args.baseline_python, args.naive_ptq, args.float_bounds, args.seed,
+                    keep_failed=os.path.join(args.out, "failed")))
+                _save_report(report, args)
+    report["complete"] = True
+    _save_report(report, args)
     if "accuracy" in report:
         plot(report, os.path.join(args.out, "accuracy_vs_latency.png"))
     print(markdown(report))
     return 0
+
+
+def _save_report(report, args):
+    _write(os.path.join(args.out, "benchmark.json"), json.dumps(report, indent=1).encode())
+    _write(args.markdown, (markdown(report) + "\n").encode())
 
 
 def _latency_calibration(size):
