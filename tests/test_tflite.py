@@ -313,7 +313,37 @@ def test_a_model_the_interpreter_dies_on_is_reported_and_the_rest_timed(float_tf
     failures = {}
     stats = benchmark.timed_apart(paths, 1, 1, 4, failures)
     assert set(stats) == {"float32", "float32 copy"} and set(failures) == {"broken"}
-    assert "broken.tflite" in failures["broken"] and "exit code 1" in failures["broken"]
+    assert "broken.tflite" in failures["broken"] and "not a valid Flatbuffer" in failures["broken"]
+
+
+def _with_add_output_scale(content, factor):
+    """`content` with the output scale of its first int8 ADD multiplied by `factor`."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = analyze.load(content)
+    add = next(op for op in graph.ops if op.name == "ADD" and op.outputs[0].dtype == "int8")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    tensor = model.subgraphs[0].tensors[add.outputs[0].index]
+    tensor.quantization.scale = [tensor.quantization.scale[0] * factor]
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), add
+
+
+def test_int8_add_that_litert_cannot_load_is_refused(int8_tflite, save):
+    # An output range a million times narrower than the inputs' (the converter's own PTQ
+    # gave one to mobilevitv3_050): LiteRT aborts the whole process loading it.
+    assert analyze.unrepresentable_rescales(int8_tflite) == []
+    broken, add = _with_add_output_scale(int8_tflite, 1e-7)
+    [(op, multiplier)] = analyze.unrepresentable_rescales(broken)
+    assert op.index == add.index and multiplier >= 1
+    with pytest.raises(Exception) as died:  # what the app would do: load it
+        benchmark.isolated("invoke", path=save(broken), retry=False)
+    assert "SIGABRT" in benchmark._signal_name(died.value)
+    with pytest.raises(convert.ConversionError, match=f"#{add.index} ADD.*must be < 1"):
+        convert._check_rescales(broken)
+    convert._check_rescales(int8_tflite)
 
 
 # --- bad input gets a clear error --------------------------------------------------

@@ -166,6 +166,35 @@ def test_multi_scale_steps_share_one_scale_across_replicas_and_workers():
     assert len(set(worker_0)) > 1
 
 
+def test_multi_scale_order_survives_a_non_deterministic_pipeline():
+    # The training pipeline lets tf.data reorder (options.deterministic = False) and its
+    # per-batch augmentation takes longer for some batches than others: the scale order
+    # must still be the seed's, or workers disagree on a step's shape.
+    pairs = [(8, 6), (12, 3), (16, 2)]
+    rng = np.random.default_rng(0)
+
+    def slow_identity(images):
+        time.sleep(float(rng.uniform(0, 0.01)))
+        return images
+
+    def batch_transform(images, labels):
+        slowed = tf.numpy_function(slow_identity, [images], tf.float32, stateful=True)
+        return tf.ensure_shape(slowed, images.shape), labels
+
+    def scales(transform_batches):
+        examples = tf.data.Dataset.range(10**6).map(
+            lambda i: (tf.zeros([4, 4, 3], tf.uint8), i))
+        batches = sampler.multi_scale_batches(
+            examples, pairs, lambda image, size: tf.image.resize(image, tf.stack([size, size])),
+            seed=5, batch_transform=batch_transform if transform_batches else None)
+        options = tf.data.Options()
+        options.deterministic = False
+        return [(images.shape[1], images.shape[0])
+                for images, _ in batches.with_options(options).take(60)]
+
+    assert scales(True) == scales(False)
+
+
 def test_bundled_dataset_opens_offline(tmp_path):
     source = data.open_source(data_dir=tmp_path)
     assert (source.train_split, source.eval_split) == ("train", "test")

@@ -166,6 +166,32 @@ def float_ops(model):
     return [op for op in load(model).ops if op.float_tensors]
 
 
+# LiteRT's int8 / uint8 ADD rescales the output by 2 * max(input scales) /
+# (2**20 * output scale) and aborts the process in Prepare (a CHECK, not an error) when
+# that is not below 1: an output range some million times narrower than an input's.
+# (Its SUB takes such rescales: a SUB at 2.2 loads and runs.)
+_RESCALED_OPS = ("ADD",)
+_ADD_LEFT_SHIFT = 20
+
+
+def unrepresentable_rescales(model):
+    """`(op, multiplier)` for each 8-bit ADD whose output rescale LiteRT cannot
+    represent: loading such a model aborts the app (`allocate_tensors` dies of SIGABRT)."""
+    bad = []
+    for op in load(model).ops:
+        if op.name not in _RESCALED_OPS or len(op.inputs) != 2 or not op.outputs:
+            continue
+        tensors = (*op.inputs, op.outputs[0])
+        if any(t.dtype not in ("int8", "uint8") or len(t.scale) != 1 for t in tensors):
+            continue
+        out_scale = op.outputs[0].scale[0]
+        twice_max = 2 * max(t.scale[0] for t in op.inputs)
+        multiplier = twice_max / (2 ** _ADD_LEFT_SHIFT * out_scale) if out_scale > 0 else np.inf
+        if not multiplier < 1.0:
+            bad.append((op, multiplier))
+    return bad
+
+
 def io_spec(model):
     """Input and output tensors as the app sees them: name, shape, dtype, scale, zero point."""
     g = load(model)

@@ -153,13 +153,18 @@ def predict_tflite(path, images, threads=1):
     return np.stack(scores)
 
 
+class WorkerError(RuntimeError):
+    """A worker raised an exception (the message is the worker's); e.g. a conversion
+    refused by `convert`."""
+
+
 def isolated(function, retry=True, **kwargs):
     """Run one of `WORKER_FUNCTIONS` in a fresh process that never imports TensorFlow.
 
     LiteRT then runs as an app would run it: no TensorFlow threads, memory or second
     TFLite runtime (the converter's) in the process being measured. A worker killed by
-    a signal is run once more (`retry`); a second death, or an exception in the worker,
-    raises `subprocess.CalledProcessError`.
+    a signal is run once more (`retry`); a second death raises
+    `subprocess.CalledProcessError`, an exception in the worker `WorkerError`.
     """
     with tempfile.TemporaryDirectory() as tmp:
         for key, value in list(kwargs.items()):
@@ -181,6 +186,9 @@ def isolated(function, retry=True, **kwargs):
                   file=sys.stderr, flush=True)
             subprocess.run(command, check=True, env=env)
         elif code:
+            if os.path.exists(out + ".error"):
+                with open(out + ".error") as f:
+                    raise WorkerError(f.read())
             raise subprocess.CalledProcessError(code, command)
         result = np.load(out, allow_pickle=True)
         return result[()] if result.dtype == object and result.shape == () else result
@@ -191,7 +199,12 @@ def _worker(spec_path):
         spec = json.load(f)
     kwargs = {k: np.load(v["npy"]) if isinstance(v, dict) and "npy" in v else v
               for k, v in spec["kwargs"].items()}
-    result = WORKER_FUNCTIONS[spec["function"]](**kwargs)
+    try:
+        result = WORKER_FUNCTIONS[spec["function"]](**kwargs)
+    except Exception as e:
+        with open(spec["out"] + ".error", "w") as f:
+            f.write(f"{type(e).__name__}: {e}")
+        raise
     if not isinstance(result, np.ndarray):  # dicts and lists travel as a 0-d object array
         holder = np.empty((), dtype=object)
         holder[()] = result
@@ -241,16 +254,16 @@ def timed_apart(paths, threads, warmup, runs, failures):
     """
     try:
         return isolated("latency", paths=paths, threads=threads, warmup=warmup, runs=runs)
-    except subprocess.CalledProcessError as e:
-        print(f"benchmark: timing {sorted(paths)} died ({_signal_name(e)}); "
+    except (subprocess.CalledProcessError, WorkerError) as e:
+        print(f"benchmark: timing {sorted(paths)} failed ({_signal_name(e)}); "
               "invoking each alone to find the model", file=sys.stderr, flush=True)
     survivors = {}
     for label, path in paths.items():
         try:
             isolated("invoke", path=path, threads=threads, retry=False)
             survivors[label] = path
-        except subprocess.CalledProcessError as e:
-            failures[label] = (f"the LiteRT interpreter died ({_signal_name(e)}) invoking "
+        except (subprocess.CalledProcessError, WorkerError) as e:
+            failures[label] = (f"the LiteRT interpreter failed ({_signal_name(e)}) invoking "
                                f"{os.path.basename(path)} with {threads} thread(s)")
     if not survivors:
         return {}
@@ -266,6 +279,8 @@ def timed_apart(paths, threads, warmup, runs, failures):
 def _signal_name(error):
     import signal
 
+    if isinstance(error, WorkerError):
+        return str(error).splitlines()[0][:300]
     code = error.returncode
     return signal.Signals(-code).name if code < 0 else f"exit code {code}"
 
@@ -370,9 +385,13 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
     paths = {"float32": convert_isolated(float_path, out(f"{name}_float32.tflite"), "float32")}
     paths["int8 PTQ"] = convert_isolated(float_path, out(f"{name}_int8_ptq.tflite"), "int8",
                                          calib)
+    refused = {}
     if naive_ptq:
-        paths["int8 PTQ (converter only)"] = convert_isolated(
-            float_path, out(f"{name}_int8_naive.tflite"), "int8", calib, ptq="converter")
+        try:
+            paths["int8 PTQ (converter only)"] = convert_isolated(
+                float_path, out(f"{name}_int8_naive.tflite"), "int8", calib, ptq="converter")
+        except WorkerError as e:  # the converter's own PTQ is only a comparison
+            refused["int8 PTQ (converter only)"] = {"error": f"conversion refused: {e}"}
     if qat_run:
         paths["int8 QAT"] = convert_isolated(os.path.join(qat_run, "model.keras"),
                                              out(f"{name}_int8_qat.tflite"), "int8", calib)
@@ -391,6 +410,7 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
             **({f"latency_{threads}_threads": lat_n[label]} if lat_n else {}),
             **peak_memory(path),
         }
+    rows.update(refused)
     del keras  # imported for its side effect of initialising the backend first
     return {"model": name, "input_shape": list(float_model.inputs[0].shape[1:]),
             "eval_examples": int(len(labels)), "float_keras_top1": keras_top1,
@@ -438,9 +458,10 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     """float32 vs PTQ int8 of one variant at `size` (random weights from `seed`) under
     LiteRT; and LiteRT float32 vs ONNX Runtime on timm's export (`onnx_comparison`).
     With `float_bounds`, also the `BOUNDS` models (lower bounds for float32 graph
-    changes). A model the interpreter dies on gets an "error" row instead of numbers
-    (the others are still timed together), and its `.tflite` is copied to `keep_failed`
-    for a bug report."""
+    changes). A model the interpreter dies on, or whose conversion `convert` refuses
+    (the converter's own PTQ, `naive_ptq`), gets an "error" row instead of numbers (the
+    others are still timed together); a file the interpreter died on is copied to
+    `keep_failed` for a bug report."""
     import shutil
 
     import keras
@@ -458,10 +479,14 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
                                          "float32")}
     paths["int8 PTQ"] = convert_isolated(keras_path, out(f"{name}_{size}_int8.tflite"), "int8",
                                          calib[:32])
+    failures = {}
     if naive_ptq:
-        paths["int8 PTQ (converter only)"] = convert_isolated(
-            keras_path, out(f"{name}_{size}_int8_naive.tflite"), "int8", calib[:32],
-            ptq="converter")
+        try:
+            paths["int8 PTQ (converter only)"] = convert_isolated(
+                keras_path, out(f"{name}_{size}_int8_naive.tflite"), "int8", calib[:32],
+                ptq="converter")
+        except WorkerError as e:  # e.g. a graph LiteRT could not load (convert says so)
+            failures["int8 PTQ (converter only)"] = f"conversion refused: {e}"
     if float_bounds:
         with open(paths["float32"], "rb") as f:
             content = f.read()
@@ -469,14 +494,17 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
             paths[label] = _write(out(f"{name}_{size}_float32_bound{i}.tflite"),
                                   bounds.without(content, **cut)[0])
     result = {"model": name, "size": size, "seed": seed,
-              "results": {label: {} for label in paths}}
-    failures = {}
+              "results": {label: {} for label in [*paths, *failures]}}
     thread_counts = [1] + ([threads] if threads > 1 else [])
     for t in thread_counts:
         alive = {k: v for k, v in paths.items() if k not in failures}
         for label, stats in timed_apart(alive, t, warmup, runs, failures).items():
             result["results"][label][f"latency_{t}_thread"] = stats
-    for label, path in paths.items():
+    for label in result["results"]:
+        path = paths.get(label)
+        if path is None:  # not converted
+            result["results"][label]["error"] = failures[label]
+            continue
         result["results"][label].update(_file_row(label, path, paths["float32"]))
         if label in failures:
             result["results"][label]["error"] = failures[label]
@@ -555,6 +583,9 @@ def markdown(report):
                   "| p90 1 thread | peak RSS | float ops |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for label, r in acc["results"].items():
+            if "error" in r:
+                lines.append(f"| {label} | failed: {r['error'][:300]} | | | | | | | |")
+                continue
             lat = r["latency_1_thread"]
             floats = "-" if r["float_ops"] is None else str(len(r["float_ops"]))
             lines.append(
@@ -572,9 +603,9 @@ def markdown(report):
         f32 = entry["results"]["float32"].get("latency_1_thread", {}).get("p50_ms", np.nan)
         for label, r in entry["results"].items():
             if "error" in r:
-                lines.append(f"| {label} | {r['size_bytes'] / 1e6:.2f} MB | "
-                             f"{r['size_vs_float32']:.2f}x | failed: {r['error']} "
-                             "| | | | | |")
+                size = (f"{r['size_bytes'] / 1e6:.2f} MB | {r['size_vs_float32']:.2f}x"
+                        if "size_bytes" in r else "- | -")
+                lines.append(f"| {label} | {size} | failed: {r['error'][:300]} | | | | | |")
                 continue
             lat = r["latency_1_thread"]
             multi = [v for k, v in r.items() if k.startswith("latency_") and k != "latency_1_thread"]
@@ -612,6 +643,8 @@ def plot(report, path):
     acc = report["accuracy"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, r in acc["results"].items():
+        if "error" in r:
+            continue
         x, y = r["latency_1_thread"]["p50_ms"], 100 * r["top1"]
         ax.scatter([x], [y], s=40)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5))

@@ -270,7 +270,22 @@ def convert(
         if blocking and not allow_float_ops:
             raise NotFullyQuantizableError(blocking)
         content = rewrite.float_islands(content, keep_float)
+        _check_rescales(content)
     return content
+
+
+def _check_rescales(content):
+    """Refuse an int8 graph that LiteRT would abort on when the app loads it."""
+    bad = analyze.unrepresentable_rescales(content)
+    if bad:
+        lines = [f"{op} (input scales {', '.join(f'{t.scale[0]:.3g}' for t in op.inputs)}, "
+                 f"output scale {op.outputs[0].scale[0]:.3g}: rescale {m:.3g}, must be < 1)"
+                 for op, m in bad]
+        raise ConversionError(
+            "the int8 graph has ops that LiteRT cannot run (loading it would abort the app): "
+            + "; ".join(lines) + ". Their calibrated output range is almost empty: calibrate "
+            "on more representative images, or use ptq='auto' (the default) for a float "
+            "keras_mobilevit model.")
 
 
 def _ptq_twin(model, samples):

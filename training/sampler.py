@@ -99,4 +99,9 @@ def multi_scale_batches(examples, pairs, transform, replicas=1, seed=0,
             return batch_transform(images_, labels_)
         return tf.switch_case(keys[0], [functools.partial(branch, s, b) for s, b in pairs])
 
-    return batches.map(transform_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    # deterministic: the pipeline's options allow reordering (for throughput), but the
+    # order of the scales is what keeps replicas and workers on one resolution per step
+    # (a reordered batch gave MultiWorkerMirroredStrategy "Shape mismatch in the
+    # collective": [7, 24, 24, 3] on one worker, [4, 32, 32, 3] on the other).
+    return batches.map(transform_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True)
