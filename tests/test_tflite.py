@@ -340,7 +340,7 @@ def test_int8_add_that_litert_cannot_load_is_refused(int8_tflite, save):
     assert op.index == add.index and multiplier >= 1
     with pytest.raises(Exception) as died:  # what the app would do: load it
         benchmark.isolated("invoke", path=save(broken), retry=False)
-    assert "SIGABRT" in benchmark._signal_name(died.value)
+    assert "SIGABRT" in benchmark._failure_reason(died.value)
     with pytest.raises(convert.ConversionError, match=f"#{add.index} ADD.*must be < 1"):
         convert._check_rescales(broken)
     convert._check_rescales(int8_tflite)

@@ -255,7 +255,7 @@ def timed_apart(paths, threads, warmup, runs, failures):
     try:
         return isolated("latency", paths=paths, threads=threads, warmup=warmup, runs=runs)
     except (subprocess.CalledProcessError, WorkerError) as e:
-        print(f"benchmark: timing {sorted(paths)} failed ({_signal_name(e)}); "
+        print(f"benchmark: timing {sorted(paths)} failed ({_failure_reason(e)}); "
               "invoking each alone to find the model", file=sys.stderr, flush=True)
     survivors = {}
     for label, path in paths.items():
@@ -263,7 +263,7 @@ def timed_apart(paths, threads, warmup, runs, failures):
             isolated("invoke", path=path, threads=threads, retry=False)
             survivors[label] = path
         except (subprocess.CalledProcessError, WorkerError) as e:
-            failures[label] = (f"the LiteRT interpreter failed ({_signal_name(e)}) invoking "
+            failures[label] = (f"the LiteRT interpreter failed ({_failure_reason(e)}) invoking "
                                f"{os.path.basename(path)} with {threads} thread(s)")
     if not survivors:
         return {}
@@ -276,7 +276,7 @@ def timed_apart(paths, threads, warmup, runs, failures):
     return isolated("latency", paths=survivors, threads=threads, warmup=warmup, runs=runs)
 
 
-def _signal_name(error):
+def _failure_reason(error):
     import signal
 
     if isinstance(error, WorkerError):
