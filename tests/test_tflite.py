@@ -318,17 +318,11 @@ def test_a_model_the_interpreter_dies_on_is_reported_and_the_rest_timed(float_tf
 
 def _with_add_output_scale(content, factor):
     """`content` with the output scale of its first int8 ADD multiplied by `factor`."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
     graph = analyze.load(content)
     add = next(op for op in graph.ops if op.name == "ADD" and op.outputs[0].dtype == "int8")
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    tensor = model.subgraphs[0].tensors[add.outputs[0].index]
+    tensor = graph.model.subgraphs[0].tensors[add.outputs[0].index]
     tensor.quantization.scale = [tensor.quantization.scale[0] * factor]
-    builder = flatbuffers.Builder(len(content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), add
+    return analyze.pack(graph.model), add
 
 
 def test_int8_add_that_litert_cannot_load_is_refused(int8_tflite, save):

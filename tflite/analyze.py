@@ -10,6 +10,7 @@ Example:
 import dataclasses
 import os
 
+import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
@@ -140,6 +141,13 @@ def load(model):
         inputs=[tensors[i] for i in sg.inputs],
         outputs=[tensors[i] for i in sg.outputs],
     )
+
+
+def pack(model):
+    """`.tflite` bytes of a `schema.ModelT` (e.g. an edited `Graph.model`)."""
+    builder = flatbuffers.Builder(1024)  # grows as needed
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _tensor(m, sg, i):

@@ -13,7 +13,6 @@ Example:
 
 import copy
 
-import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
 from tflite import analyze
@@ -82,6 +81,4 @@ def without(content, swish=True, norms=False):
     for op in sg.operators:
         op.inputs = [alias.get(int(t), int(t)) for t in op.inputs]
     sg.outputs = [alias.get(int(t), int(t)) for t in sg.outputs]
-    builder = flatbuffers.Builder(len(content) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), len(drop)
+    return analyze.pack(model), len(drop)

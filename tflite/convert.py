@@ -234,6 +234,8 @@ def convert(
     Returns:
         The flatbuffer as bytes, checked to hold builtin ops only.
     """
+    from tflite import qat
+
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if ptq not in ("auto", "converter"):
@@ -254,7 +256,7 @@ def convert(
         model = fold_preprocessing(model)
     pin = pixel_range if mode == "int8" else None
     with tempfile.TemporaryDirectory() as tmp:
-        with _quiet_stderr(), _identity_steps_tied(model):
+        with _quiet_stderr(), qat.identity_steps_tied(model):
             _export_saved_model(model, input_shape, tmp, pin)
         if mode == "int8":
             content = quantize_calibrated(calibrate_tflite(tmp, samples), io_dtype)
@@ -304,15 +306,6 @@ def _ptq_twin(model, samples):
         warnings.warn(f"int8 ranges from the converter's own calibration (slower int8 graph): "
                       f"{e}", stacklevel=3)
         return model
-
-
-def _identity_steps_tied(model):
-    """`qat.identity_steps_tied` for QAT models (no-op for float ones)."""
-    from tflite import qat
-
-    if qat.fake_quant_layers(model):
-        return qat.identity_steps_tied(model)
-    return contextlib.nullcontext()
 
 
 def fold_preprocessing(model):

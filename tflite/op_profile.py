@@ -22,7 +22,6 @@ import json
 import sys
 import time
 
-import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
@@ -68,9 +67,7 @@ def single_op_model(graph, op_index):
     model.operatorCodes = [m.operatorCodes[op.opcodeIndex]]
     model.subgraphs = [sub]
     model.buffers = buffers
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return analyze.pack(model)
 
 
 def time_invoke(content, num_threads=1, min_runs=10, min_seconds=0.05, warmup=2, seed=0):

@@ -12,7 +12,6 @@ Example:
 
 import copy
 
-import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
@@ -116,9 +115,7 @@ def float_islands(content, op_names=("SOFTMAX", "RSQRT"), epsilon_adds=True):
         new_ops.append(island)
         new_ops.extend(requantize)
     sg.operators = new_ops
-    builder = flatbuffers.Builder(len(content) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return analyze.pack(model)
 
 
 def _targets(graph, op_names, epsilon_adds):
