@@ -15,7 +15,7 @@ EXTRAS = {
     "tflite": ["ai-edge-litert>=2.3,<2.4"],
 }
 EXTRAS["test"] = sorted({*EXTRAS["cpu"], *EXTRAS["jax"], *EXTRAS["train"], *EXTRAS["tflite"],
-                         "pytest>=8", "pytest-xdist>=3.5"})
+                         "pytest>=8", "pytest-xdist>=3.5", "ruff>=0.15,<0.18"})
 
 setup(
     name="keras_mobilevit",

@@ -161,7 +161,7 @@ def _run_converter(conv):
     try:
         with _quiet_stderr():
             return conv.convert()
-    except Exception as e:  # the converter raises ConverterError and a few others
+    except Exception as e:  # noqa: BLE001 - the converter raises ConverterError and a few others
         raise ConversionError(_condense(str(e))) from None
 
 

@@ -136,7 +136,7 @@ def measure(variant, jpeg_dir, data_dir):
 def _child(variant, jpeg_dir, data_dir, queue):
     try:
         queue.put(measure(variant, jpeg_dir, data_dir))
-    except Exception as error:  # report, keep benchmarking the other variants
+    except Exception as error:  # noqa: BLE001 - report, keep benchmarking the other variants
         queue.put(dict(dataclasses.asdict(variant), error=repr(error)))
 
 
