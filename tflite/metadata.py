@@ -1,0 +1,252 @@
+"""TFLite metadata inside a `.tflite`: what MediaPipe Tasks and the Android Task Library read.
+
+The metadata says what the input image is (RGB, its size, the mean/std that turn 0..255
+pixels into what a float graph expects), what the output means (logits or
+probabilities) and carries the labels file, so an app needs nothing but the model file.
+It is built with MediaPipe's generated schema bindings and put into the file the way
+tflite-support's `MetadataPopulator` does: the metadata flatbuffer in a model buffer
+named by a `TFLITE_METADATA` entry, the associated files appended as a zip archive.
+(MediaPipe's own populator cannot be used: it needs a compiled module its wheel lacks.)
+
+Example:
+    >>> from tflite import metadata
+    >>> metadata.write_classifier("m_int8.tflite", labels=["cat", "dog"], output="logits",
+    ...                           name="mobilevitv3_xs", description="pets, int8")
+    >>> meta, files = metadata.read("m_int8.tflite")
+    >>> files["labels.txt"].decode().split()
+    ['cat', 'dog']
+"""
+
+import io
+import zipfile
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as model_fb
+from mediapipe.tasks.metadata import metadata_schema_py_generated as fb
+
+from keras_mobilevit import fileio
+from tflite import analyze
+
+METADATA_NAME = "TFLITE_METADATA"  # the model's Metadata entry that readers look up
+METADATA_IDENTIFIER = b"M001"  # metadata_schema.fbs's file_identifier
+LABELS_FILE = "labels.txt"
+OUTPUTS = ("logits", "probabilities")
+# Ops whose output is a probability (per class); any other last op gives logits.
+_PROBABILITY_OPS = ("SOFTMAX", "LOGISTIC")
+# Ops between the last computing op and the graph output that do not change the meaning.
+_PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE")
+# Minimum metadata parser versions of the schema features written here (the rest of the
+# schema we use dates from 1.0.0); see MediaPipe's metadata_version.cc.
+_FEATURE_VERSIONS = {"subgraph_process_units": "1.1.0", "tensor_groups": "1.2.0",
+                     "custom_metadata": "1.5.0"}
+
+
+class MetadataError(ValueError):
+    """Metadata cannot describe this model as asked; the message says why and what to do."""
+
+
+def graph_output_kind(tflite_model):
+    """"probabilities" if the graph's (first) output comes out of a SOFTMAX or LOGISTIC
+    (through quantize / reshape steps), else "logits"."""
+    graph = analyze.load(tflite_model)
+    producers = {t.index: op for op in graph.ops for t in op.outputs}
+    op = producers.get(graph.outputs[0].index)
+    while op is not None and op.name in _PASS_THROUGH and op.inputs:
+        op = producers.get(op.inputs[0].index)
+    return "probabilities" if op is not None and op.name in _PROBABILITY_OPS else "logits"
+
+
+def image_input(graph, pixel_range=(0.0, 255.0)):
+    """TensorMetadata of an RGB image input taking 0..255 pixels mapped onto `pixel_range`.
+
+    A float input gets NormalizationOptions (`(pixel - mean) / std` lands in
+    `pixel_range`); a uint8 input takes camera bytes unchanged, so its quantization must
+    map 0..255 onto `pixel_range` exactly."""
+    tensor = graph.inputs[0]
+    if len(tensor.shape) != 4 or tensor.shape[-1] != 3:
+        raise MetadataError(f"the input {tensor.name!r} has shape {tensor.shape}; image "
+                            "metadata needs one NHWC RGB image input (1, H, W, 3)")
+    signature = graph.model.subgraphs[0].tensors[tensor.index].shapeSignature
+    if signature is not None and any(int(s) < 0 for s in signature):
+        raise MetadataError(
+            f"the input {tensor.name!r} has no fixed size (shape signature "
+            f"{[int(s) for s in signature]}): convert with a fixed input size "
+            "(convert(..., input_size=(H, W)) or --input-size) before adding metadata")
+    if pixel_range is None:
+        raise MetadataError("pixel_range=None: the metadata needs the value range the model "
+                            "expects for 0..255 pixels, e.g. (0, 255) or (-1, 1)")
+    lo, hi = (float(v) for v in pixel_range)
+    step = (hi - lo) / 255.0  # model input = lo + pixel * step
+    units = None
+    if tensor.dtype == "float32":
+        mean, std = -lo / step, 1.0 / step
+        units = [fb.ProcessUnitT(optionsType=fb.ProcessUnitOptions.NormalizationOptions,
+                                 options=fb.NormalizationOptionsT(mean=[mean], std=[std]))]
+    elif tensor.dtype == "uint8":
+        scale, zero = (tensor.scale[0], tensor.zero_point[0]) if tensor.scale else (1.0, 0)
+        if not (np.isclose(scale, step, rtol=1e-3) and np.isclose(-zero * scale, lo, atol=1e-3 * abs(step))):
+            raise MetadataError(
+                f"the uint8 input {tensor.name!r} has scale {scale:.6g}, zero point {zero}: "
+                f"it does not take raw 0..255 pixels as values in [{lo:g}, {hi:g}], so an app "
+                "feeding camera bytes would feed it wrong values; convert with the model's "
+                "pixel_range pinned (convert's default for raw-pixel models)")
+    else:
+        raise MetadataError(f"the input {tensor.name!r} is {tensor.dtype}: MediaPipe image "
+                            "tasks take float32 or uint8 images (convert with io_dtype='uint8')")
+    _, height, width, _ = tensor.shape
+    return fb.TensorMetadataT(
+        name="image",
+        description=f"RGB image, {width}x{height}, pixels 0..255 (model range [{lo:g}, {hi:g}])",
+        content=fb.ContentT(
+            contentPropertiesType=fb.ContentProperties.ImageProperties,
+            contentProperties=fb.ImagePropertiesT(colorSpace=fb.ColorSpaceType.RGB)),
+        processUnits=units,
+        stats=fb.StatsT(max=[hi], min=[lo]))
+
+
+def label_file(description="Class names, line i = output index i"):
+    """The labels file's entry, TENSOR_AXIS_LABELS (readers map output index i to line i)."""
+    return fb.AssociatedFileT(name=LABELS_FILE, description=description,
+                              type=fb.AssociatedFileType.TENSOR_AXIS_LABELS)
+
+
+def check_labels(labels, count, what="output classes"):
+    """The labels as a list, refusing a count that differs from the model's."""
+    labels = list(labels)
+    if len(labels) != count:
+        raise MetadataError(f"{len(labels)} labels for a model with {count} {what}: the labels "
+                            f"file needs exactly {count} lines, line i naming index i")
+    if any(not name.strip() or "\n" in name for name in labels):
+        raise MetadataError("every label must be a non-empty single line")
+    return labels
+
+
+def classifier(tflite_model, labels, *, output=None, name="", description="", version="",
+               author="", pixel_range=(0.0, 255.0)):
+    """`(ModelMetadataT, {file name: bytes})` for an image classifier `.tflite`.
+
+    `output` ("logits" or "probabilities") must agree with the graph's last op; None takes
+    the graph's (`graph_output_kind`)."""
+    graph = analyze.load(tflite_model)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise MetadataError(f"an image classifier has one input and one output; this model has "
+                            f"{len(graph.inputs)} and {len(graph.outputs)}")
+    actual = graph_output_kind(graph)
+    output = output or actual
+    if output not in OUTPUTS:
+        raise MetadataError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if output != actual:
+        raise MetadataError(
+            f"output={output!r} contradicts the model, whose graph ends in "
+            f"{'a softmax/sigmoid' if actual == 'probabilities' else 'no softmax'} ({actual}); "
+            + ("convert with output='probabilities' (--output probabilities) to add a softmax"
+               if actual == "logits" else "pass output='probabilities'"))
+    labels = check_labels(labels, graph.outputs[0].shape[-1])
+    out = fb.TensorMetadataT(
+        name=output,
+        description=("Class probabilities (softmax)" if output == "probabilities" else
+                     "Class logits (no softmax: rank them, or softmax them for probabilities)"),
+        content=fb.ContentT(contentPropertiesType=fb.ContentProperties.FeatureProperties,
+                            contentProperties=fb.FeaturePropertiesT()),
+        stats=fb.StatsT(max=[1.0], min=[0.0]) if output == "probabilities" else None,
+        associatedFiles=[label_file()])
+    subgraph = fb.SubGraphMetadataT(inputTensorMetadata=[image_input(graph, pixel_range)],
+                                    outputTensorMetadata=[out])
+    meta = model_metadata(subgraph, name=name, description=description, version=version,
+                          author=author)
+    return meta, {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")}
+
+
+def model_metadata(subgraph, *, name="", description="", version="", author=""):
+    """The root ModelMetadataT around one SubGraphMetadataT, with its min parser version."""
+    meta = fb.ModelMetadataT(name=name or None, description=description or None,
+                             version=version or None, author=author or None,
+                             subgraphMetadata=[subgraph])
+    meta.minParserVersion = min_parser_version(meta)
+    return meta
+
+
+def min_parser_version(meta):
+    """The oldest metadata parser that understands every field used (semantic version)."""
+    needed = ["1.0.0"]
+    for sg in meta.subgraphMetadata or []:
+        if sg.inputProcessUnits or sg.outputProcessUnits:
+            needed.append(_FEATURE_VERSIONS["subgraph_process_units"])
+        if sg.inputTensorGroups or sg.outputTensorGroups:
+            needed.append(_FEATURE_VERSIONS["tensor_groups"])
+        if sg.customMetadata:
+            needed.append(_FEATURE_VERSIONS["custom_metadata"])
+    return max(needed, key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
+def pack_metadata(meta):
+    """Metadata flatbuffer bytes (file identifier "M001")."""
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(meta.Pack(builder), file_identifier=METADATA_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def populate(tflite_model, meta, files):
+    """`.tflite` bytes carrying `meta` and `files` ({name: bytes}), replacing any metadata
+    and associated files the model had (as tflite-support's MetadataPopulator stores them)."""
+    graph = analyze.load(tflite_model)
+    model = graph.model  # parsed flatbuffer only: an appended zip is dropped
+    blob = model_fb.BufferT()
+    blob.data = np.frombuffer(pack_metadata(meta), np.uint8)
+    entry = next((m for m in model.metadata or [] if _text(m.name) == METADATA_NAME), None)
+    if entry is None:
+        entry = model_fb.MetadataT()
+        entry.name = METADATA_NAME
+        entry.buffer = len(model.buffers)
+        model.buffers.append(blob)
+        model.metadata = [*(model.metadata or []), entry]
+    else:
+        model.buffers[entry.buffer] = blob
+    missing = _recorded_files(meta) - set(files)
+    if missing:
+        raise MetadataError(f"the metadata names files that were not given: {sorted(missing)}")
+    content = io.BytesIO(analyze.pack(model))
+    if files:
+        # Appended after the flatbuffer: readers locate the zip by its end-of-archive record.
+        with zipfile.ZipFile(content, "a") as archive:
+            for file_name, data in files.items():
+                archive.writestr(file_name, data)
+    return content.getvalue()
+
+
+def write_classifier(path, labels, **kwargs):
+    """Put classifier metadata (see `classifier`) into the `.tflite` at `path`, atomically."""
+    meta, files = classifier(path, labels, **kwargs)
+    fileio.write_bytes_atomic(path, populate(path, meta, files))
+    return meta
+
+
+def read(tflite_model):
+    """`(ModelMetadataT or None, {file name: bytes})` of a `.tflite` (path or bytes)."""
+    graph = analyze.load(tflite_model)
+    model = graph.model
+    entry = next((m for m in model.metadata or [] if _text(m.name) == METADATA_NAME), None)
+    meta = None
+    if entry is not None:
+        data = bytes(np.asarray(model.buffers[entry.buffer].data, np.uint8))
+        if not fb.ModelMetadata.ModelMetadataBufferHasIdentifier(data, 0):
+            raise MetadataError("the TFLITE_METADATA buffer is not a metadata flatbuffer")
+        meta = fb.ModelMetadataT.InitFromPackedBuf(bytearray(data), 0)
+    files = {}
+    if zipfile.is_zipfile(io.BytesIO(graph.content)):
+        with zipfile.ZipFile(io.BytesIO(graph.content)) as archive:
+            files = {n: archive.read(n) for n in archive.namelist()}
+    return meta, files
+
+
+def _recorded_files(meta):
+    """Names of the associated files the metadata refers to (at any level)."""
+    tables = [meta, *(meta.subgraphMetadata or [])]
+    for sg in meta.subgraphMetadata or []:
+        tables += (sg.inputTensorMetadata or []) + (sg.outputTensorMetadata or [])
+    return {_text(f.name) for t in tables for f in (t.associatedFiles or [])}
+
+
+def _text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else value
