@@ -27,6 +27,7 @@ from mediapipe.tasks.metadata import metadata_schema_py_generated as fb
 
 from keras_mobilevit import fileio
 from tflite import analyze
+from tflite.labels import check_labels
 
 METADATA_NAME = "TFLITE_METADATA"  # the model's Metadata entry that readers look up
 METADATA_IDENTIFIER = b"M001"  # metadata_schema.fbs's file_identifier
@@ -109,17 +110,6 @@ def label_file(description="Class names, line i = output index i"):
     """The labels file's entry, TENSOR_AXIS_LABELS (readers map output index i to line i)."""
     return fb.AssociatedFileT(name=LABELS_FILE, description=description,
                               type=fb.AssociatedFileType.TENSOR_AXIS_LABELS)
-
-
-def check_labels(labels, count, what="output classes"):
-    """The labels as a list, refusing a count that differs from the model's."""
-    labels = list(labels)
-    if len(labels) != count:
-        raise MetadataError(f"{len(labels)} labels for a model with {count} {what}: the labels "
-                            f"file needs exactly {count} lines, line i naming index i")
-    if any(not name.strip() or "\n" in name for name in labels):
-        raise MetadataError("every label must be a non-empty single line")
-    return labels
 
 
 def classifier(tflite_model, labels, *, output=None, name="", description="", version="",

@@ -1,0 +1,222 @@
+"""tflite/metadata.py and tflite/labels.py: files MediaPipe Tasks runs, with real class names.
+
+A small CNN of keras_mobilevit layers (Preprocess, ConvNormAct: the layers the default
+conversion paths fold and quantize), trained for a few seconds on the bundled
+Fashion-MNIST subset, is converted once to float32 and to int8 with metadata and the
+dataset's class names. MediaPipe Tasks' ImageClassifier (the C++ task Android apps run)
+then classifies 48 held-out images from each file, and must agree with the LiteRT
+interpreter on the same pixels. Error paths edit those files or use a tiny model.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from mediapipe.tasks.python import vision
+from mediapipe.tasks.python.core.base_options import BaseOptions
+
+import mediapipe as mp
+from keras_mobilevit import layers as kmv_layers
+from tflite import analyze, benchmark, convert, data, labels, metadata
+from training.datasets.fashion_mnist_subset.builder import CLASS_NAMES
+
+SIZE = 32
+NUM_EVAL = 48
+
+
+@pytest.fixture(scope="module")
+def run_config(tmp_path_factory):
+    """A run's config.json contents for the bundled dataset, prepared in a temporary folder."""
+    config = data.default_config(SIZE)
+    config["data_dir"] = str(tmp_path_factory.mktemp("tfds"))
+    return config
+
+
+@pytest.fixture(scope="module")
+def heldout(run_config):
+    """Held-out images as whole pixel values (what an app hands over), and their labels."""
+    images, truth = data.images(run_config, "eval", limit=NUM_EVAL)
+    return np.round(images), truth
+
+
+@pytest.fixture(scope="module")
+def train_images(run_config):
+    images, truth = data.images(run_config, "train", limit=2048)
+    return np.round(images), truth
+
+
+@pytest.fixture(scope="module")
+def model(train_images):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3), name="pixels")
+    x = kmv_layers.Preprocess(reverse_channels=True, name="preprocess")(inputs)
+    x = kmv_layers.ConvNormAct(16, 3, strides=2, name="stem")(x)
+    x = kmv_layers.ConvNormAct(48, 3, strides=2, name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="small_cnn")
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(*train_images, batch_size=64, epochs=6, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def files(model, train_images, tmp_path_factory):
+    """{mode: path} of the model as float32 and int8 `.tflite` with classifier metadata."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for mode in ("float32", "int8"):
+        path = folder / f"small_cnn_{mode}.tflite"
+        path.write_bytes(convert.convert(model, mode, train_images[0][:64]))
+        metadata.write_classifier(str(path), CLASS_NAMES, name="small_cnn",
+                                  description=f"Fashion-MNIST test model, {mode}", version="1")
+        paths[mode] = str(path)
+    return paths
+
+
+def _mediapipe_scores(path, images):
+    """(scores [N, classes] by class index, names of the top category) from MediaPipe."""
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=path))
+    scores, names = np.zeros((len(images), len(CLASS_NAMES)), np.float32), []
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for i, image in enumerate(images):
+            frame = mp.Image(image_format=mp.ImageFormat.SRGB,
+                             data=np.ascontiguousarray(image.astype(np.uint8)))
+            categories = classifier.classify(frame).classifications[0].categories
+            for c in categories:
+                scores[i, c.index] = c.score
+            names.append(categories[0].category_name)  # sorted best first
+    return scores, names
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_mediapipe_image_classifier_runs_the_file_like_litert(mode, files, model, heldout):
+    images, truth = heldout
+    scores, names = _mediapipe_scores(files[mode], images)
+    litert = benchmark.isolated("predict_tflite", path=files[mode], images=images)
+    # Same file, same pixels: the same scores (MediaPipe dequantizes an int8 output too)
+    # and so the same top-1, named by the labels file inside the model.
+    np.testing.assert_allclose(scores, litert, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(scores.argmax(1), litert.argmax(1))
+    assert names == [CLASS_NAMES[i] for i in litert.argmax(1)]
+    keras_top1 = model.predict(images, verbose=0).argmax(1)
+    agree = np.mean(litert.argmax(1) == keras_top1)
+    if mode == "float32":
+        assert agree == 1.0
+    else:  # int8 rounding flips near ties (2 of 48 here, both with logit margins < 0.03)
+        assert agree >= 0.9, agree
+    assert np.mean(scores.argmax(1) == truth) > 0.5  # a trained model, not a constant one
+
+
+def test_metadata_reads_back(files):
+    for mode, path in files.items():
+        meta, packed = metadata.read(path)
+        assert meta.name == b"small_cnn" and meta.minParserVersion == b"1.0.0"
+        [subgraph] = meta.subgraphMetadata
+        [image], [out] = subgraph.inputTensorMetadata, subgraph.outputTensorMetadata
+        assert image.content.contentProperties.colorSpace == metadata.fb.ColorSpaceType.RGB
+        if mode == "float32":  # raw pixels in: (pixel - 0) / 1
+            [unit] = image.processUnits
+            assert (unit.options.mean, unit.options.std) == ([0.0], [1.0])
+        else:  # uint8 bytes go in unchanged: no normalization
+            assert image.processUnits is None
+        assert out.name == b"logits" and b"no softmax" in out.description
+        [labels_file] = out.associatedFiles
+        assert labels_file.type == metadata.fb.AssociatedFileType.TENSOR_AXIS_LABELS
+        assert packed == {"labels.txt": ("\n".join(CLASS_NAMES) + "\n").encode()}
+
+
+def test_populating_again_replaces_metadata_and_files(files, tmp_path):
+    content = open(files["int8"], "rb").read()
+    meta, _ = metadata.classifier(content, [f"c{i}" for i in range(10)], name="again")
+    again = metadata.populate(content, meta, {"labels.txt": b"c\n" * 10})
+    model = analyze.load(again).model
+    assert [m.name for m in model.metadata].count(b"TFLITE_METADATA") == 1
+    assert len(model.buffers) == len(analyze.load(content).model.buffers)
+    new_meta, packed = metadata.read(again)
+    assert new_meta.name == b"again" and packed == {"labels.txt": b"c\n" * 10}
+    with pytest.raises(metadata.MetadataError, match="not given.*labels.txt"):
+        metadata.populate(content, meta, {})
+
+
+def _edited(path, edit):
+    """The `.tflite` at `path` with `edit(subgraph, input tensor)` applied."""
+    model = analyze.load(path).model
+    edit(model.subgraphs[0].tensors[model.subgraphs[0].inputs[0]])
+    return analyze.pack(model)
+
+
+def test_bad_requests_get_clear_errors(files):
+    with pytest.raises(labels.LabelsError, match="9 class names for a model with 10 outputs"):
+        metadata.classifier(files["int8"], CLASS_NAMES[:9])
+    with pytest.raises(metadata.MetadataError, match="contradicts.*--output probabilities"):
+        metadata.classifier(files["float32"], CLASS_NAMES, output="probabilities")
+    dynamic = _edited(files["float32"], lambda t: setattr(t, "shapeSignature", [1, -1, -1, 3]))
+    with pytest.raises(metadata.MetadataError, match="no fixed size"):
+        metadata.classifier(dynamic, CLASS_NAMES)
+
+    def halve_scale(tensor):
+        tensor.quantization.scale = [0.5]
+    with pytest.raises(metadata.MetadataError, match="does not take raw 0..255 pixels"):
+        metadata.classifier(_edited(files["int8"], halve_scale), CLASS_NAMES)
+    with pytest.raises(metadata.MetadataError, match="pixel_range=None"):
+        metadata.classifier(files["float32"], CLASS_NAMES, pixel_range=None)
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_a_softmax_model_is_described_as_probabilities(mode):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    pixels = np.random.default_rng(0).uniform(0, 255, (8, 8, 8, 3)).astype("float32")
+    content = convert.convert(model, mode, pixels, ptq="converter")
+    assert metadata.graph_output_kind(content) == "probabilities"
+    meta, _ = metadata.read(metadata.populate(content, *metadata.classifier(content, "abc")))
+    out = meta.subgraphMetadata[0].outputTensorMetadata[0]
+    assert out.name == b"probabilities" and (out.stats.min, out.stats.max) == ([0.0], [1.0])
+    with pytest.raises(metadata.MetadataError, match="contradicts.*softmax"):
+        metadata.classifier(content, ["a", "b", "c"], output="logits")
+
+
+# --- class names -----------------------------------------------------------------
+
+
+def test_class_names_from_the_run_folder_and_the_dataset(run_config, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(run_config))
+    found = labels.class_names(10, run_dir=run)  # the dataset's TFDS ClassLabel names
+    assert found.names == CLASS_NAMES and found.source == "TFDS dataset fashion_mnist_subset"
+    (run / "config.json").write_text(json.dumps({**run_config, "class_names": list("abcdefghij")}))
+    assert labels.class_names(10, run_dir=run).names == list("abcdefghij")
+    (run / "labels.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    found = labels.class_names(10, run_dir=run)
+    assert found.names == CLASS_NAMES and found.source == str(run / "labels.txt")
+    with pytest.raises(labels.LabelsError, match="10 class names for a model with 3 outputs"):
+        labels.class_names(3, run_dir=run)
+
+
+def test_class_names_from_image_folders_imagenet_or_placeholders(tmp_path):
+    import training_utils
+
+    folder = training_utils.make_image_folder(tmp_path / "pets", per_class=2, size=(8, 8))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"image_folder": str(folder), "dataset": "pets",
+                                                 "pipeline": {"image_size": 8, "batch_size": 4}}))
+    assert labels.class_names(2, run_dir=run).names == ["cat", "dog"]
+    imagenet = labels.class_names(1000, weights="imagenet")
+    assert imagenet.names[:2] == ["tench", "goldfish"] and not imagenet.placeholder
+    none = labels.class_names(3)
+    assert none.names == ["class_0", "class_1", "class_2"] and none.placeholder
+
+
+def test_labels_file_with_a_blank_line_is_refused(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("cat\n\ndog\n\n")
+    with pytest.raises(labels.LabelsError, match=r"line\(s\) \[2\] are empty"):
+        labels.read_labels(path)
+    path.write_text("cat\ndog\n\n")
+    assert labels.class_names(2, labels_file=path).names == ["cat", "dog"]

@@ -1,0 +1,94 @@
+"""Class names for a classifier's outputs, and where they came from.
+
+Looked up in this order: a labels file the user names; the training run folder's
+`labels.txt` or the `class_names` of its config.json; the run's dataset (TFDS
+`ClassLabel` names, image-folder names); the ImageNet-1k class index for
+`weights="imagenet"` models. Only when none of these exists are the names
+placeholders, `class_<i>`, and `ClassNames.source` says so.
+
+Example:
+    >>> names = class_names(10, run_dir="runs/fmnist")
+    >>> names.names[:2], names.source
+    (['T-shirt/top', 'Trouser'], 'runs/fmnist/labels.txt')
+"""
+
+import dataclasses
+import json
+import os
+
+from keras_mobilevit import imagenet
+
+RUN_LABELS = "labels.txt"  # written by training/train.py into each run folder
+PLACEHOLDER_SOURCE = "none (the dataset has no class names): class_<i> placeholders"
+
+
+class LabelsError(ValueError):
+    """Class names that do not fit the model; the message says what to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassNames:
+    names: list  # line i = output index i
+    source: str  # a file, "dataset <name>", "ImageNet-1k class index" or PLACEHOLDER_SOURCE
+
+    @property
+    def placeholder(self):
+        return self.source == PLACEHOLDER_SOURCE
+
+
+def read_labels(path):
+    """The names in a labels file, one per line (a final newline is optional)."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+    if blank:
+        raise LabelsError(f"{path}: line(s) {blank} are empty; each line names one class, "
+                          "line i naming output index i")
+    return lines
+
+
+def check_labels(labels, count, source="the labels"):
+    """`labels` as a list, refusing a count other than the model's `count` outputs."""
+    labels = list(labels)
+    if len(labels) != count:
+        raise LabelsError(f"{source}: {len(labels)} class names for a model with {count} "
+                          f"outputs; a labels file needs exactly {count} lines, line i naming "
+                          "output index i")
+    if any(not name.strip() or "\n" in name for name in labels):
+        raise LabelsError(f"{source}: every class name must be a non-empty single line")
+    return labels
+
+
+def class_names(num_classes, *, labels_file=None, run_dir=None, weights=None):
+    """`ClassNames` of a model with `num_classes` outputs (see the module docstring)."""
+    found = None
+    if labels_file:
+        found = ClassNames(read_labels(labels_file), os.fspath(labels_file))
+    elif run_dir:
+        found = _from_run(run_dir)
+    elif weights == "imagenet":
+        found = ClassNames(imagenet.imagenet_class_names(), "ImageNet-1k class index")
+    if found is None:
+        return ClassNames([f"class_{i}" for i in range(num_classes)], PLACEHOLDER_SOURCE)
+    check_labels(found.names, num_classes, found.source)
+    return found
+
+
+def _from_run(run_dir):
+    path = os.path.join(run_dir, RUN_LABELS)
+    if os.path.exists(path):
+        return ClassNames(read_labels(path), path)
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        return None
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    if config.get("class_names"):
+        return ClassNames(list(config["class_names"]), f"{config_path} class_names")
+    from tflite import data
+
+    source, _ = data._source_and_settings(config)  # TFDS ClassLabel or image-folder names
+    kind = "image folder" if config.get("image_folder") else "TFDS dataset"
+    return ClassNames(list(source.class_names), f"{kind} {source.name}") if source.class_names else None
