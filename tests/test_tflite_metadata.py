@@ -69,7 +69,7 @@ def files(model, train_images, tmp_path_factory):
     for mode in ("float32", "int8"):
         path = folder / f"small_cnn_{mode}.tflite"
         path.write_bytes(convert.convert(model, mode, train_images[0][:64]))
-        metadata.write_classifier(str(path), CLASS_NAMES, name="small_cnn",
+        metadata.write(str(path), CLASS_NAMES, name="small_cnn",
                                   description=f"Fashion-MNIST test model, {mode}", version="1")
         paths[mode] = str(path)
     return paths
@@ -220,3 +220,35 @@ def test_labels_file_with_a_blank_line_is_refused(tmp_path):
         labels.read_labels(path)
     path.write_text("cat\ndog\n\n")
     assert labels.class_names(2, labels_file=path).names == ["cat", "dog"]
+
+
+# --- segmenter ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_mediapipe_image_segmenter_runs_the_file_like_litert(mode, tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(
+        keras.layers.Rescaling(1 / 127.5, -1)(inputs))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(x))  # per-pixel logits
+    rng = np.random.default_rng(0)
+    pixels = np.round(rng.uniform(0, 255, (6, 16, 16, 3))).astype("float32")
+    path = tmp_path / f"seg_{mode}.tflite"
+    path.write_bytes(convert.convert(model, mode, pixels, ptq="converter"))
+    meta = metadata.write(str(path), ["sky", "road", "car"], task="segmenter", name="seg")
+    assert meta.minParserVersion == "1.5.0"  # custom metadata (SEGMENTER_METADATA)
+    litert = benchmark.isolated("predict_tflite", path=str(path), images=pixels)
+    options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_path=str(path)),
+                                           output_category_mask=True,
+                                           output_confidence_masks=True)
+    with vision.ImageSegmenter.create_from_options(options) as segmenter:
+        assert segmenter.labels == ["sky", "road", "car"]
+        for image, want in zip(pixels, litert):
+            result = segmenter.segment(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                data=np.ascontiguousarray(image.astype(np.uint8))))
+            np.testing.assert_array_equal(result.category_mask.numpy_view()[..., 0],
+                                          want.argmax(-1))
+            confidence = np.concatenate([m.numpy_view() for m in result.confidence_masks], -1)
+            softmax = np.exp(want) / np.exp(want).sum(-1, keepdims=True)  # metadata asks for it
+            np.testing.assert_allclose(confidence, softmax, atol=1e-4)

@@ -8,10 +8,17 @@ tflite-support's `MetadataPopulator` does: the metadata flatbuffer in a model bu
 named by a `TFLITE_METADATA` entry, the associated files appended as a zip archive.
 (MediaPipe's own populator cannot be used: it needs a compiled module its wheel lacks.)
 
+One function per task builds `(ModelMetadataT, files)` from shared parts (`image_input`,
+`label_file`, `model_metadata`): `classifier` (ImageClassifier) and `segmenter`
+(ImageSegmenter). A detector (ObjectDetector on TFLite_Detection_PostProcess outputs)
+is the same image input plus four output TensorMetadataT (locations with
+BoundingBoxProperties, classes with a TENSOR_VALUE_LABELS `label_file`, scores, count);
+add it to `TASKS`.
+
 Example:
     >>> from tflite import metadata
-    >>> metadata.write_classifier("m_int8.tflite", labels=["cat", "dog"], output="logits",
-    ...                           name="mobilevitv3_xs", description="pets, int8")
+    >>> metadata.write("m_int8.tflite", ["cat", "dog"], output="logits",
+    ...                name="mobilevitv3_xs", description="pets, int8")
     >>> meta, files = metadata.read("m_int8.tflite")
     >>> files["labels.txt"].decode().split()
     ['cat', 'dog']
@@ -23,6 +30,7 @@ import zipfile
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as model_fb
+from mediapipe.tasks.metadata import image_segmenter_metadata_schema_py_generated as fb_segmenter
 from mediapipe.tasks.metadata import metadata_schema_py_generated as fb
 
 from keras_mobilevit import fileio
@@ -33,6 +41,8 @@ METADATA_NAME = "TFLITE_METADATA"  # the model's Metadata entry that readers loo
 METADATA_IDENTIFIER = b"M001"  # metadata_schema.fbs's file_identifier
 LABELS_FILE = "labels.txt"
 OUTPUTS = ("logits", "probabilities")
+_MEANINGS = {"logits": "logits (no softmax: rank them, or softmax them for probabilities)",
+             "probabilities": "probabilities (softmax)"}
 # Ops whose output is a probability (per class); any other last op gives logits.
 _PROBABILITY_OPS = ("SOFTMAX", "LOGISTIC")
 # Ops between the last computing op and the graph output that do not change the meaning.
@@ -106,22 +116,58 @@ def image_input(graph, pixel_range=(0.0, 255.0)):
         stats=fb.StatsT(max=[hi], min=[lo]))
 
 
-def label_file(description="Class names, line i = output index i"):
-    """The labels file's entry, TENSOR_AXIS_LABELS (readers map output index i to line i)."""
-    return fb.AssociatedFileT(name=LABELS_FILE, description=description,
-                              type=fb.AssociatedFileType.TENSOR_AXIS_LABELS)
+def label_file(kind=fb.AssociatedFileType.TENSOR_AXIS_LABELS):
+    """The labels file's entry: TENSOR_AXIS_LABELS maps output index i to line i
+    (TENSOR_VALUE_LABELS, for a detector's class tensor, maps value i to line i)."""
+    return fb.AssociatedFileT(name=LABELS_FILE, type=kind,
+                              description="Class names, line i naming class i")
 
 
-def classifier(tflite_model, labels, *, output=None, name="", description="", version="",
-               author="", pixel_range=(0.0, 255.0)):
+def classifier(tflite_model, labels, *, output=None, pixel_range=(0.0, 255.0), **general):
     """`(ModelMetadataT, {file name: bytes})` for an image classifier `.tflite`.
 
     `output` ("logits" or "probabilities") must agree with the graph's last op; None takes
-    the graph's (`graph_output_kind`)."""
+    the graph's (`graph_output_kind`). `general`: name, description, version, author."""
+    graph, output, labels = _one_image_model(tflite_model, labels, output)
+    out = fb.TensorMetadataT(
+        name=output, description=f"Class {_MEANINGS[output]}",
+        content=fb.ContentT(contentPropertiesType=fb.ContentProperties.FeatureProperties,
+                            contentProperties=fb.FeaturePropertiesT()),
+        stats=fb.StatsT(max=[1.0], min=[0.0]) if output == "probabilities" else None,
+        associatedFiles=[label_file()])
+    subgraph = fb.SubGraphMetadataT(inputTensorMetadata=[image_input(graph, pixel_range)],
+                                    outputTensorMetadata=[out])
+    return model_metadata(subgraph, **general), _label_bytes(labels)
+
+
+def segmenter(tflite_model, labels, *, output=None, pixel_range=(0.0, 255.0), **general):
+    """Metadata for a semantic segmenter `.tflite` (output (1, H, W, classes)) that
+    MediaPipe's ImageSegmenter reads: a category mask and, from logits through the
+    softmax it is told to apply, per-class confidence masks. Arguments as `classifier`."""
+    graph, output, labels = _one_image_model(tflite_model, labels, output)
+    if len(graph.outputs[0].shape) != 4:
+        raise MetadataError(f"a segmenter's output is (1, H, W, classes); this model's is "
+                            f"{graph.outputs[0].shape}")
+    out = fb.TensorMetadataT(
+        name="segmentation_masks", description=f"Per-pixel class {_MEANINGS[output]}",
+        content=fb.ContentT(
+            contentPropertiesType=fb.ContentProperties.ImageProperties,
+            contentProperties=fb.ImagePropertiesT(colorSpace=fb.ColorSpaceType.GRAYSCALE)),
+        associatedFiles=[label_file()])
+    activation = fb_segmenter.Activation.SOFTMAX if output == "logits" else fb_segmenter.Activation.NONE
+    options = _pack(fb_segmenter.ImageSegmenterOptionsT(activation=activation), b"V001")
+    subgraph = fb.SubGraphMetadataT(
+        inputTensorMetadata=[image_input(graph, pixel_range)], outputTensorMetadata=[out],
+        customMetadata=[fb.CustomMetadataT(name="SEGMENTER_METADATA", data=list(options))])
+    return model_metadata(subgraph, **general), _label_bytes(labels)
+
+
+def _one_image_model(tflite_model, labels, output):
+    """(graph, checked output kind, checked labels) of a one-input, one-output model."""
     graph = analyze.load(tflite_model)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise MetadataError(f"an image classifier has one input and one output; this model has "
-                            f"{len(graph.inputs)} and {len(graph.outputs)}")
+        raise MetadataError(f"expected one image input and one output; this model has "
+                            f"{len(graph.inputs)} input(s) and {len(graph.outputs)} output(s)")
     actual = graph_output_kind(graph)
     output = output or actual
     if output not in OUTPUTS:
@@ -132,20 +178,11 @@ def classifier(tflite_model, labels, *, output=None, name="", description="", ve
             f"{'a softmax/sigmoid' if actual == 'probabilities' else 'no softmax'} ({actual}); "
             + ("convert with output='probabilities' (--output probabilities) to add a softmax"
                if actual == "logits" else "pass output='probabilities'"))
-    labels = check_labels(labels, graph.outputs[0].shape[-1])
-    out = fb.TensorMetadataT(
-        name=output,
-        description=("Class probabilities (softmax)" if output == "probabilities" else
-                     "Class logits (no softmax: rank them, or softmax them for probabilities)"),
-        content=fb.ContentT(contentPropertiesType=fb.ContentProperties.FeatureProperties,
-                            contentProperties=fb.FeaturePropertiesT()),
-        stats=fb.StatsT(max=[1.0], min=[0.0]) if output == "probabilities" else None,
-        associatedFiles=[label_file()])
-    subgraph = fb.SubGraphMetadataT(inputTensorMetadata=[image_input(graph, pixel_range)],
-                                    outputTensorMetadata=[out])
-    meta = model_metadata(subgraph, name=name, description=description, version=version,
-                          author=author)
-    return meta, {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")}
+    return graph, output, check_labels(labels, graph.outputs[0].shape[-1])
+
+
+def _label_bytes(labels):
+    return {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")}
 
 
 def model_metadata(subgraph, *, name="", description="", version="", author=""):
@@ -170,10 +207,10 @@ def min_parser_version(meta):
     return max(needed, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
-def pack_metadata(meta):
-    """Metadata flatbuffer bytes (file identifier "M001")."""
+def _pack(table, identifier=METADATA_IDENTIFIER):
+    """Flatbuffer bytes of an object-API table (metadata: file identifier "M001")."""
     builder = flatbuffers.Builder(1024)
-    builder.Finish(meta.Pack(builder), file_identifier=METADATA_IDENTIFIER)
+    builder.Finish(table.Pack(builder), file_identifier=identifier)
     return bytes(builder.Output())
 
 
@@ -183,7 +220,7 @@ def populate(tflite_model, meta, files):
     graph = analyze.load(tflite_model)
     model = graph.model  # parsed flatbuffer only: an appended zip is dropped
     blob = model_fb.BufferT()
-    blob.data = np.frombuffer(pack_metadata(meta), np.uint8)
+    blob.data = np.frombuffer(_pack(meta), np.uint8)
     entry = next((m for m in model.metadata or [] if _text(m.name) == METADATA_NAME), None)
     if entry is None:
         entry = model_fb.MetadataT()
@@ -205,9 +242,12 @@ def populate(tflite_model, meta, files):
     return content.getvalue()
 
 
-def write_classifier(path, labels, **kwargs):
-    """Put classifier metadata (see `classifier`) into the `.tflite` at `path`, atomically."""
-    meta, files = classifier(path, labels, **kwargs)
+def write(path, labels, task="classifier", **kwargs):
+    """Put `task`'s metadata ("classifier" or "segmenter", arguments as those functions)
+    into the `.tflite` at `path`, atomically; returns the ModelMetadataT."""
+    if task not in TASKS:
+        raise MetadataError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    meta, files = TASKS[task](path, labels, **kwargs)
     fileio.write_bytes_atomic(path, populate(path, meta, files))
     return meta
 
@@ -240,3 +280,6 @@ def _recorded_files(meta):
 
 def _text(value):
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+TASKS = {"classifier": classifier, "segmenter": segmenter}
