@@ -8,6 +8,7 @@ Example:
 """
 
 from keras_mobilevit.architectures import get_family, list_models
+from keras_mobilevit.detection import SSDLite, model_anchors
 from keras_mobilevit.imagenet import decode_predictions
 from keras_mobilevit.models import (
     MobileViT,
