@@ -66,8 +66,15 @@ def test_parameter_count(golden, manifest):
     assert count == manifest["param_counts"][variant] == pinned
 
 
-def _official_order(data, i):
-    return (data[f"det{i}_boxes_xyxy"], data[f"det{i}_scores"], data[f"det{i}_labels"])
+def _same_rows(out, data, i, score_tol):
+    """Checks count, classes (in order) and scores of image i; returns the official rows."""
+    boxes, scores, labels = (data[f"det{i}_boxes_xyxy"], data[f"det{i}_scores"],
+                             data[f"det{i}_labels"])
+    n = int(out["num_detections"][i])
+    assert n == len(labels)
+    np.testing.assert_array_equal(out["classes"][i, :n], labels)
+    np.testing.assert_allclose(out["scores"][i, :n], scores, atol=score_tol, rtol=0)
+    return n, boxes, scores, labels
 
 
 @pytest.mark.parametrize("backbone", list(GOLDEN))
@@ -78,12 +85,8 @@ def test_postprocess_equals_official_on_stored_outputs(backbone, fixtures_path):
     out = {k: np.asarray(v) for k, v in
            layer([data["box_regressions"], data["cls_logits"]]).items()}
     for i in range(2):
-        boxes, scores, labels = _official_order(data, i)
-        n = int(out["num_detections"][i])
-        assert n == len(labels)
-        np.testing.assert_array_equal(out["classes"][i, :n], labels)
+        n, boxes, _, _ = _same_rows(out, data, i, score_tol=1e-5)
         np.testing.assert_allclose(out["boxes"][i, :n], boxes, atol=1e-3, rtol=0)
-        np.testing.assert_allclose(out["scores"][i, :n], scores, atol=1e-5, rtol=0)
         assert not out["scores"][i, n:].any() and not out["classes"][i, n:].any()
 
 
@@ -93,11 +96,7 @@ def test_model_detections_equal_official(golden):
     less than 1e-5 (seen: 4e-8 .. 9e-7); such a pair may match crosswise, nothing else."""
     _, data, out, _ = golden
     for i in range(2):
-        boxes, scores, labels = _official_order(data, i)
-        n = int(out["num_detections"][i])
-        assert n == len(labels)
-        np.testing.assert_array_equal(out["classes"][i, :n], labels)
-        np.testing.assert_allclose(out["scores"][i, :n], scores, atol=1e-4, rtol=0)
+        n, boxes, scores, labels = _same_rows(out, data, i, score_tol=1e-4)
         for row in range(n):
             near = [j for j in range(max(row - 1, 0), min(row + 2, n))
                     if labels[j] == labels[row] and abs(scores[j] - scores[row]) < 1e-5]
