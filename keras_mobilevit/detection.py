@@ -13,6 +13,8 @@ Example:
     >>> out["boxes"][0, :out["num_detections"][0]]    # x1, y1, x2, y2 in [0, 1]
 """
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -145,7 +147,8 @@ def _validate(backbone, weights, backbone_weights, classes, input_shape):
         raise ValueError(f"`classes` counts the background class (index 0), so it must be an "
                          f"integer >= 2; got {classes!r}.")
     shape = tuple(input_shape)
-    if len(shape) != 3 or shape[-1] != 3 or not all(isinstance(s, int) for s in shape):
+    if len(shape) != 3 or shape[-1] != 3 or not all(
+            isinstance(s, numbers.Integral) for s in shape):
         raise ValueError(f"SSDLite needs a fixed input_shape=(height, width, 3) (the anchors "
                          f"depend on it); got {input_shape!r}.")
 
@@ -200,7 +203,7 @@ def SSDLite(backbone="mobilevitv3_xs", weights=None, classes=81, input_shape=DEF
     """
     _validate(backbone, weights, backbone_weights, classes, input_shape)
     features = models.create_backbone(
-        backbone, weights=backbone_weights, input_shape=tuple(input_shape),
+        backbone, weights=backbone_weights, input_shape=tuple(int(s) for s in input_shape),
         include_preprocessing=include_preprocessing, levels=tuple(BACKBONE_LEVELS.values()))
     spec = anchor_lib.SSD_ANCHORS
     levels = _extra_levels(features.output, spec)
@@ -238,7 +241,3 @@ def model_anchors(model):
     sizes = [model.get_layer(feature_layer_name(s)).output.shape[1:3] for s in strides]
     return anchor_lib.generate_anchors(sizes)
 
-
-def list_detectors():
-    """Backbones SSDLite supports: every registered MobileViT (all have official configs)."""
-    return architectures.list_models()
