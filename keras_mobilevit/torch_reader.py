@@ -225,7 +225,7 @@ def _check_nesting(data, where, limit=MAX_NESTING):
             stack += consumed * 2
         elif op.name in _IN_PLACE and consumed:
             stack.append(max(consumed[0], 1 + max(consumed[1:], default=0)))
-        else:
+        elif op.stack_after:  # a new object (POP and STOP make none)
             depth = 1 + max(consumed, default=-1)
             if depth > limit:
                 raise CheckpointError(
