@@ -4,6 +4,7 @@ loading and the errors a user gets for bad input."""
 import functools
 import http.server
 import shutil
+import socket
 import threading
 import zipfile
 
@@ -18,15 +19,18 @@ TOL = 2e-4
 
 
 class _Server:
-    """A static file server on 127.0.0.1 that counts the requests it answers."""
+    """A static file server on 127.0.0.1 that records (path, status) of each request."""
 
     def __init__(self, root):
-        self.requests = []
+        self.log = []
         outer = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_request(self, code="-", size="-"):
+                outer.log.append((self.path, int(getattr(code, "value", code))))
+
             def log_message(self, *args):
-                outer.requests.append(self.path)
+                pass
 
         self.httpd = http.server.ThreadingHTTPServer(
             ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
@@ -34,26 +38,44 @@ class _Server:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
+    @property
+    def served(self):
+        """Paths answered with 200."""
+        return [path for path, code in self.log if code == 200]
+
     def stop(self):
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
 @pytest.fixture
-def mirror(tmp_path, fixtures_path, monkeypatch):
+def serve(tmp_path, monkeypatch):
+    """serve() -> (server, root): a 127.0.0.1 mirror of an empty folder; an empty cache."""
+    servers = []
+    monkeypatch.setenv(W.CACHE_ENV, str(tmp_path / "cache"))
+
+    def start():
+        root = tmp_path / "mirror"
+        root.mkdir(exist_ok=True)
+        servers.append(_Server(root))
+        monkeypatch.setenv(W.MIRROR_ENV, servers[-1].url)
+        return servers[-1], root
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def mirror(serve, fixtures_path):
     """Upstream file names served from 127.0.0.1; an empty cache."""
-    root = tmp_path / "mirror"
-    root.mkdir()
+    server, root = serve()
     shutil.copy(fixtures_path / "mobilevit_v1_xxs.pt", root / "mobilevit_xxs.pt")
-    # v3 weights are published as a zip holding <folder>/checkpoint_ema_best.pt.
+    # v3 weights as one zip per model holding <folder>/checkpoint_ema_best.pt.
     with zipfile.ZipFile(root / "mobilevitv3_XXS_e300_7098.zip", "w") as archive:
         archive.write(fixtures_path / "mobilevit_v3_xxs.pt",
                       "mobilevitv3_XXS_e300_7098/checkpoint_ema_best.pt")
-    server = _Server(root)
-    monkeypatch.setenv(W.MIRROR_ENV, server.url)
-    monkeypatch.setenv(W.CACHE_ENV, str(tmp_path / "cache"))
-    yield server
-    server.stop()
+    return server
 
 
 @pytest.mark.parametrize("builder,fixture", [("MobileViTv1XXS", "mobilevit_v1_xxs"),
@@ -64,13 +86,13 @@ def test_imagenet_download_convert_cache_then_offline(mirror, fixtures_path, bui
     model = build(weights="imagenet", include_preprocessing=False, classifier_activation=None)
     np.testing.assert_allclose(model.predict(golden["input_nhwc"], verbose=0), golden["logits"],
                                rtol=0, atol=TOL)
-    assert len(mirror.requests) == 1
+    assert len(mirror.served) == 1
     mirror.stop()  # from now on the network is gone: the converted cache must serve
     again = build(weights="imagenet", include_top=False, include_preprocessing=False)
     features = kmv.get_feature_extractor(again, ("s32",))(golden["input_nhwc"])
     np.testing.assert_allclose(np.asarray(features["s32"]), golden["features_s32"],
                                rtol=0, atol=TOL)
-    assert len(mirror.requests) == 1
+    assert len(mirror.served) == 1
 
 
 def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
@@ -79,6 +101,49 @@ def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="(?s)Offline\\?.*weights=") as err:
         kmv.MobileViTv2_050(weights="imagenet")
     assert "mobilevitv2-0.5.pt" in str(err.value)
+
+
+def _in_thread(fn, limit):
+    """Runs fn() in a daemon thread; fails (without hanging pytest) if it outlives `limit`."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            result["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), f"still blocked after {limit} s"
+    return result
+
+
+def test_silent_server_times_out_with_a_clear_message(tmp_path, monkeypatch):
+    # Accepts the connection and never answers, as a captive proxy does.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.setenv(W.MIRROR_ENV, url)
+    monkeypatch.setenv(W.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(W, "DOWNLOAD_TIMEOUT", 0.5)
+    try:
+        result = _in_thread(lambda: W.pretrained_state_dict("mobilevit_xs", "imagenet"), 30)
+    finally:
+        listener.close()
+    err = result.get("error")
+    assert isinstance(err, W.WeightsDownloadError), result
+    message = str(err)
+    assert f"{url}/classification/mobilevit_xs.pt: no answer within 0.5 s" in message
+    assert W.TIMEOUT_ENV in message and "Offline?" in message and W.MIRROR_ENV in message
+    assert W.download_path(W.REGISTRY["mobilevit_xs", "imagenet"].assets[0]) in message
+
+
+def test_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(W.TIMEOUT_ENV, "2.5")
+    assert W.download_timeout() == 2.5
 
 
 def test_imagenet_weights_need_1000_classes():
