@@ -408,8 +408,8 @@ def _check_pin(path, url):
         raise _PinMismatch(
             f"{path} has sha256 {digest}, but when first downloaded it had "
             f"{pinned[0] if pinned else '(unreadable pin)'} (recorded in {pin}): the file "
-            f"changed since (upstream, on the way, or on disk). If you trust the new file, "
-            f"delete {pin} (and {path}) and load again; nothing else is cleared.")
+            f"changed since (upstream or on the way). If you trust the new file, delete "
+            f"{pin} and load again.")
 
 
 class _PinMismatch(CheckpointError):
@@ -455,9 +455,10 @@ def _fetch_asset(asset, entry, tried):
         tried.append(f"{url}: downloaded to {path}")
         try:
             return _load_asset(asset, entry, url)
-        except _PinMismatch:
-            _move_aside(path, "its sha256 differs from the pinned one")
-            raise
+        except _PinMismatch as err:
+            rejected = f"{path}.rejected-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(path, rejected)
+            raise _PinMismatch(f"{err} The new download is kept as {rejected}.") from None
     return None
 
 
