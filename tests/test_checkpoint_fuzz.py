@@ -19,8 +19,6 @@ import traceback
 import zipfile
 from pathlib import Path
 
-import pytest
-
 READER = Path(__file__).resolve().parents[1] / "keras_mobilevit" / "torch_reader.py"
 CASES = 300
 MEMORY_LIMIT = 2 << 30  # address space of the child; the fixture needs ~50 MB
