@@ -98,6 +98,23 @@ _V2_WIDTHS = {"050": "0.5", "075": "0.75", "100": "1.0", "125": "1.25", "150": "
               "175": "1.75", "200": "2.0"}
 _CLASSIFIER_PREFIXES = ("module.", "encoder.")
 _TASK_PREFIXES = ("module.",)  # seg/det keys keep encoder./seg_head./ssd_heads. as published
+_V3_FOLDERS = {  # name -> {dataset: MobileViTv3 release folder without "mobilevitv3_"}
+    "mobilevitv3_xxs": {"imagenet": "XXS_e300_7098", "voc": "XXS_voc_e50_7404",
+                        "coco": "XXS_coco_e200_1930"},
+    "mobilevitv3_xs": {"imagenet": "XS_e300_7671", "voc": "XS_voc_e50_7877",
+                       "coco": "XS_coco_e200_2560"},
+    "mobilevitv3_s": {"imagenet": "S_e300_7930", "voc": "S_voc_e50_7959",
+                      "coco": "S_coco_e200_2730"},
+    "mobilevitv3_050": {"imagenet": "0_5_0", "voc": "voc_0_5_0", "ade20k": "ade20k_0_5_0",
+                        "coco": "coco_0_5_0"},
+    "mobilevitv3_075": {"imagenet": "0_7_5", "ade20k": "ade20k_0_7_5",
+                        "coco": "coco_0_7_5"},
+    "mobilevitv3_100": {"imagenet": "1_0_0", "voc": "voc_1_0_0", "ade20k": "ade20k_1_0_0",
+                        "coco": "coco_1_0_0"},
+    "mobilevitv3_xxs_l2": {"imagenet": "XXS_L2_e300_7023"},
+    "mobilevitv3_xs_l2": {"imagenet": "XS_L2_e300_7610"},
+    "mobilevitv3_s_l2": {"imagenet": "S_L2_e300_7906"},
+}
 
 
 def _registry_rows():
@@ -122,28 +139,11 @@ def _registry_rows():
         yield (f"ssdlite_mobilevitv2_{width}", "coco",
                (Asset("cvnets-v2", f"detection/mobilevitv2/coco-ssd-mobilevitv2-{w}.pt"),),
                _TASK_PREFIXES)
-    v3 = {  # name -> {dataset: release folder without "mobilevitv3_"}
-        "mobilevitv3_xxs": {"imagenet": "XXS_e300_7098", "voc": "XXS_voc_e50_7404",
-                            "coco": "XXS_coco_e200_1930"},
-        "mobilevitv3_xs": {"imagenet": "XS_e300_7671", "voc": "XS_voc_e50_7877",
-                           "coco": "XS_coco_e200_2560"},
-        "mobilevitv3_s": {"imagenet": "S_e300_7930", "voc": "S_voc_e50_7959",
-                          "coco": "S_coco_e200_2730"},
-        "mobilevitv3_050": {"imagenet": "0_5_0", "voc": "voc_0_5_0", "ade20k": "ade20k_0_5_0",
-                            "coco": "coco_0_5_0"},
-        "mobilevitv3_075": {"imagenet": "0_7_5", "ade20k": "ade20k_0_7_5",
-                            "coco": "coco_0_7_5"},
-        "mobilevitv3_100": {"imagenet": "1_0_0", "voc": "voc_1_0_0", "ade20k": "ade20k_1_0_0",
-                            "coco": "coco_1_0_0"},
-        "mobilevitv3_xxs_l2": {"imagenet": "XXS_L2_e300_7023"},
-        "mobilevitv3_xs_l2": {"imagenet": "XS_L2_e300_7610"},
-        "mobilevitv3_s_l2": {"imagenet": "S_L2_e300_7906"},
-    }
     tasks = {"imagenet": ("", "classification"), "voc": ("deeplabv3_", "segmentation"),
              "ade20k": ("deeplabv3_", "segmentation"), "coco": ("ssdlite_", "detection")}
-    for backbone, folders in v3.items():
+    for backbone, folders in _V3_FOLDERS.items():
         # XXS/XS/S build on v1 (MobileViTv3-v1/ upstream), the widths on v2.
-        family = "MobileViTv3-v2" if backbone[-1].isdigit() else "MobileViTv3-v1"
+        family = "MobileViTv3-v1" if backbone.split("_")[1].isalpha() else "MobileViTv3-v2"
         for dataset, folder in folders.items():
             prefix, task = tasks[dataset]
             yield (prefix + backbone, dataset,
@@ -233,13 +233,15 @@ def _layer_keys(layer, state_dict):
     return []
 
 
-def assign_state_dict(model, state_dict, source="checkpoint"):
+def assign_state_dict(model, state_dict, source="checkpoint", prefixes=_CLASSIFIER_PREFIXES):
     """Strictly copy an official state_dict (torch layout) into a built model.
 
-    The classifier keys are skipped for models built without the top; everything else
-    must match exactly, apart from BatchNorm's `num_batches_tracked` counters.
+    `prefixes` are stripped from the keys first (a model whose layers are named
+    'encoder.*' passes ("module.",)). The classifier keys are skipped for models built
+    without the top; everything else must match exactly, apart from BatchNorm's
+    `num_batches_tracked` counters.
     """
-    state_dict = strip_prefixes(state_dict)
+    state_dict = strip_prefixes(state_dict, prefixes)
     plan, missing, mismatched, used = [], [], [], set()
     for layer in model.layers:
         keys = _layer_keys(layer, state_dict)
@@ -370,9 +372,10 @@ def _origins(asset):
     mirror = os.environ.get(MIRROR_ENV)
     if not mirror:
         return [asset.url]
-    mirror = mirror.rstrip("/")
-    return [f"{mirror}/{asset.path}", f"{mirror}/{asset.path.rsplit('/', 1)[-1]}"][
-        : 1 if "/" not in asset.path else 2]
+    urls = [f"{mirror.rstrip('/')}/{asset.path}"]
+    if "/" in asset.path:  # a flat mirror holding the bare file names
+        urls.append(f"{mirror.rstrip('/')}/{asset.path.rsplit('/', 1)[-1]}")
+    return urls
 
 
 def _download(url, dest):

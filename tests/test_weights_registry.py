@@ -74,8 +74,11 @@ def test_v3_folders_match_the_release():
     assert folder["ssdlite_mobilevitv3_100", "coco"] == "mobilevitv3_coco_1_0_0"
     families = {a.path for e in W.REGISTRY.values() for a in e.assets}
     assert "MobileViTv3-v1.zip" in families and "MobileViTv3-v2.zip" in families
-    v2 = W.REGISTRY["deeplabv3_mobilevitv3_050", "voc"].assets
-    assert "MobileViTv3-v2.zip" in [a.path for a in v2]
+    for key, family in [(("deeplabv3_mobilevitv3_050", "voc"), "MobileViTv3-v2.zip"),
+                        (("mobilevitv3_100", "imagenet"), "MobileViTv3-v2.zip"),
+                        (("mobilevitv3_xxs_l2", "imagenet"), "MobileViTv3-v1.zip"),
+                        (("ssdlite_mobilevitv3_s", "coco"), "MobileViTv3-v1.zip")]:
+        assert family in [a.path for a in W.REGISTRY[key].assets], key
 
 
 def test_unknown_name_or_dataset_says_what_exists():
