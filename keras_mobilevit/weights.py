@@ -311,7 +311,7 @@ def _from_release_zip(path, folder, max_bytes):
             if info.file_size > max_bytes:
                 raise CheckpointError(f"{path}: '{member}' declares {info.file_size} bytes, more "
                                       f"than the {max_bytes} a checkpoint of this model needs.")
-            with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as tmp:
+            with tempfile.TemporaryDirectory() as tmp:  # the zip's folder may be read-only
                 extracted = os.path.join(tmp, "checkpoint.pt")
                 with archive.open(info) as src, open(extracted, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
