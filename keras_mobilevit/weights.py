@@ -19,7 +19,6 @@ import shutil
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 import warnings
 import zipfile
@@ -315,7 +314,10 @@ def _from_release_zip(path, folder, max_bytes):
                 extracted = os.path.join(tmp, "checkpoint.pt")
                 with archive.open(info) as src, open(extracted, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-                return load_torch_state_dict(extracted, max_bytes=max_bytes)
+                try:
+                    return load_torch_state_dict(extracted, max_bytes=max_bytes)
+                except CheckpointError as err:  # name the archive, not the temporary copy
+                    raise CheckpointError(f"'{member}' in {path}: {err}") from err
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as err:
         if isinstance(err, CheckpointError):
             raise
