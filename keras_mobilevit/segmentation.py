@@ -207,7 +207,7 @@ def DeepLabV3(
                                input_tensor=input_tensor, input_shape=input_shape,
                                include_preprocessing=include_preprocessing,
                                output_stride=output_stride)
-    image = encoder.inputs[0]
+    image = encoder.input
     lowres = _classifier(_aspp(encoder.get_layer("features_s32").output, head,
                                atrous_rates or _default_rates(output_stride)), head, classes)
     outputs = {"logits": _upsample(lowres, image, upsample, output_stride, head)}
@@ -216,10 +216,10 @@ def DeepLabV3(
     name = name or f"deeplabv3_{spec.name}"
     # The v1-style conv_1x1_exp is built (a classification checkpoint has it) but is not
     # on the path to these outputs, so the model does not contain it.
-    full = keras.Model(encoder.inputs, outputs, name=name)
+    full = keras.Model(encoder.input, outputs, name=name)
     if state_dict is not None:
         W.assign_state_dict(full, state_dict, source=source)
-    model = full if aux_output else keras.Model(encoder.inputs, outputs["logits"], name=name)
+    model = full if aux_output else keras.Model(encoder.input, outputs["logits"], name=name)
     if weights is not None and state_dict is None:  # a Keras .weights.h5 of this model
         model.load_weights(weights)
     return model
@@ -245,4 +245,4 @@ def get_endpoints(model):
     outputs = {key: model.get_layer(layer).output for key, layer in layer_names.items()
                if layer in present}
     main = model.output["logits"] if isinstance(model.output, dict) else model.output
-    return keras.Model(model.inputs, {**outputs, "logits": main}, name=f"{model.name}_endpoints")
+    return keras.Model(model.input, {**outputs, "logits": main}, name=f"{model.name}_endpoints")
