@@ -195,6 +195,21 @@ def resize_bilinear(x, size, align_corners=False):
     return _resize_axis(x, out_w, 2, align_corners)
 
 
+def _spatial_size(x):
+    """[H, W] of [B, H, W, C]: Python ints where static, scalar tensors where not."""
+    return [x.shape[i] if x.shape[i] is not None else ops.shape(x)[i] for i in (1, 2)]
+
+
+def _resized_shape(input_shape, rule):
+    """Output shape of a resize layer: the `like` input's H, W for [x, like] inputs, else
+    `rule(n)` of each known spatial size."""
+    if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+        x, like = input_shape
+        return (x[0], like[1], like[2], x[3])
+    up = lambda n: None if n is None else rule(n)  # noqa: E731
+    return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+
+
 def _needs_resize(x, like=None, multiple=2):
     """False when static shapes show the resize is the identity (the usual case)."""
     h, w = x.shape[1], x.shape[2]
@@ -223,13 +238,9 @@ class PatchResize(keras.layers.Layer):
         x, like = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
         if not _needs_resize(x, like, self.patch_size):
             return x
-        p = self.patch_size
-        if like is not None:
-            size = [like.shape[i] if like.shape[i] is not None else ops.shape(like)[i]
-                    for i in (1, 2)]
-        else:  # round up to a multiple of the patch size
-            size = [x.shape[i] if x.shape[i] is not None else ops.shape(x)[i] for i in (1, 2)]
-            size = [-(-n // p) * p for n in size]
+        p = self.patch_size  # else: round up to a multiple of the patch size
+        size = _spatial_size(like) if like is not None else [
+            -(-n // p) * p for n in _spatial_size(x)]
         return resize_bilinear(x, size, self.align_corners)
 
     def _matrix(self, in_len, out_len):
@@ -238,12 +249,7 @@ class PatchResize(keras.layers.Layer):
                                      dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
-            x, like = input_shape
-            return (x[0], like[1], like[2], x[3])
-        p = self.patch_size
-        up = lambda n: None if n is None else -(-n // p) * p  # noqa: E731
-        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+        return _resized_shape(input_shape, lambda n: -(-n // self.patch_size) * self.patch_size)
 
     def get_config(self):
         return {**super().get_config(), "patch_size": self.patch_size,
@@ -268,21 +274,13 @@ class BilinearResize(keras.layers.Layer):
 
     def call(self, inputs):
         if isinstance(inputs, (list, tuple)):
-            x, like = inputs
-            size = [like.shape[i] if like.shape[i] is not None else ops.shape(like)[i]
-                    for i in (1, 2)]
+            x, size = inputs[0], _spatial_size(inputs[1])
         else:
-            x = inputs
-            size = [x.shape[i] * self.scale if x.shape[i] is not None
-                    else ops.shape(x)[i] * self.scale for i in (1, 2)]
+            x, size = inputs, [n * self.scale for n in _spatial_size(inputs)]
         return resize_bilinear(ops.cast(x, self.compute_dtype), size, self.align_corners)
 
     def compute_output_shape(self, input_shape):
-        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
-            x, like = input_shape
-            return (x[0], like[1], like[2], x[3])
-        up = lambda n: None if n is None else n * self.scale  # noqa: E731
-        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+        return _resized_shape(input_shape, lambda n: n * self.scale)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale,
