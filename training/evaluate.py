@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import keras_mobilevit as kmv  # noqa: E402
-from training import data, pipeline, recipes  # noqa: E402
+from training import data, models, pipeline, recipes, rundir  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -64,8 +64,8 @@ def parse_args(argv=None):
 
 def run_config(model_path):
     """The config.json of the training run that wrote `model_path`, or {}."""
-    path = Path(model_path).with_name("config.json") if model_path else None
-    return json.loads(path.read_text()) if path and path.exists() else {}
+    folder = Path(model_path).parent if model_path else None
+    return rundir.read_config(folder) if folder and (folder / rundir.CONFIG).exists() else {}
 
 
 def evaluate(model, source, split, settings, batch_size=64, verbose="auto"):
@@ -103,9 +103,7 @@ def main(argv=None):
         eval_crop_fraction=args.crop_fraction or recipe.get(
             "eval_crop_fraction", defaults.eval_crop_fraction))
     if args.model_path:
-        from tflite import qat  # noqa: F401  (registers the QAT layers: QAT models load too)
-
-        model = keras.models.load_model(args.model_path, compile=False)
+        model = models.load_model(args.model_path)
         name = args.model_path
     else:
         try:
