@@ -200,3 +200,13 @@ def test_checkpoint_skips_the_epoch_end_step_until_the_epoch_ends():
     assert saved == [2]  # step 4 ends the epoch: saved after its history row
     callback.on_epoch_end(0)
     assert saved == [2, 4]
+
+
+@pytest.mark.parametrize("bad", [["--batch-size", "0"], ["--image-size", "-1"],
+                                 ["--crop-fraction", "0"]])
+def test_evaluate_rejects_bad_numbers_with_exit_2(bad, capsys):
+    from training import evaluate
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["model.keras", *bad])
+    assert exit_info.value.code == 2 and bad[0] in capsys.readouterr().err

@@ -25,6 +25,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `training` and the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow, Keras and the training modules are imported inside the functions that run
+# in each measured child process (deliberately deferred): the orchestrating parent
+# stays light and every child's peak memory counts only what its variant loads.
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,9 +81,11 @@ def _value_type(field):
 
 def _argparse_type(field):
     kind, check = _value_type(field), field.metadata.get("check")
-    if check is None:
-        return kind
+    return kind if check is None else checked(kind, check)
 
+
+def checked(kind, check):
+    """An argparse `type`: `kind(text)`, then `check` (e.g. `checked(int, positive)`)."""
     def parse(text):
         try:
             value = kind(text)
