@@ -15,7 +15,8 @@ from training.config import TrainConfig
 
 def _config(multi_scale=False, **overrides):
     recipe = dataclasses.replace(recipes.V1, image_size=64, multi_scale=multi_scale)
-    return TrainConfig(model="mobilevitv3_xxs", num_classes=7, recipe=recipe, **overrides)
+    return TrainConfig(**{"model": "mobilevitv3_xxs", "num_classes": 7, "recipe": recipe,
+                          **overrides})
 
 
 def test_new_model_outputs_logits_for_the_classes():

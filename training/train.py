@@ -34,9 +34,9 @@ from training.config import TrainConfig, resolve  # noqa: E402
 from training.recipes import Recipe  # noqa: E402
 
 # Plugins add a mode to this command without `training` importing them: a package
-# declares `<flag> = module:function` under this entry-point group (setup.py declares
-# `qat = tflite.qat_train:main`); `--<flag>` then runs `function(argv)`, which calls
-# `main(argv, build_model=...)` back with its own model factory.
+# declares `<name> = module:function` under this entry-point group; `load_plugin(name)`
+# finds it. Today: `--qat` runs `qat = tflite.qat_train:main` (setup.py) with the argv,
+# and that calls `main(argv, build_model=...)` back with its QAT model factory.
 PLUGIN_GROUP = "keras_mobilevit.training_plugins"
 
 
