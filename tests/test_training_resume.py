@@ -137,6 +137,9 @@ def _kill_after_checkpoint(script, args, out, total, while_alive=None):
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL
+    if while_alive:  # it kept training meanwhile: the checkpoint it left
+        step = json.loads((out / "checkpoints" / "latest.json").read_text())[
+            "checkpoints"][0]["step"]
     return step
 
 

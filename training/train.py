@@ -100,14 +100,15 @@ def main(argv=None, build_model=None):
     if importlib.util.find_spec("tensorboard") is None:  # fail now, not after an epoch
         raise SystemExit("error: TensorBoard is not installed: pip install -e '.[train]' "
                          "(or pip install tensorboard)")
+    # The strategy first: it configures devices, which reading any data would fix.
+    strategy = distribute.make_strategy(config.strategy, config.cpu_devices, config.tpu)
+    chief = distribute.is_chief(strategy)
     task = tasks.get_task(config.task)
     try:
         source = task.open_source(config)
         config = resolve(config, recipe_overrides, source)
     except data.DataError as error:
         raise SystemExit(f"error: {error}") from None
-    strategy = distribute.make_strategy(config.strategy, config.cpu_devices, config.tpu)
-    chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
