@@ -74,7 +74,7 @@ def write_artifacts(tflite_path, *, labels=None, **spec_kwargs):
 
     Without `labels`, the labels file holds `class_0 ... class_{N-1}`.
     """
-    from training.checkpoint import atomic_path
+    from keras_mobilevit.fileio import atomic_path
 
     spec = model_spec(tflite_path, labels=labels, **spec_kwargs)
     stem = os.path.splitext(tflite_path)[0]

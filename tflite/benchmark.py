@@ -352,7 +352,7 @@ def _stats(seconds, warmup, threads):
 
 
 def _write(path, content):
-    from training.checkpoint import atomic_path
+    from keras_mobilevit.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_bytes(content)

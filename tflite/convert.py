@@ -447,7 +447,7 @@ def main(argv=None):
         if run_dir is not None and not os.path.exists(os.path.join(run_dir, "config.json")):
             run_dir = None
         data = calibration_data(args.calib, input_shape, args.num_calib, run_dir)
-    from training.checkpoint import atomic_path
+    from keras_mobilevit.fileio import atomic_path
 
     for mode in modes:
         content = convert(model, mode, data, io_dtype=args.io_dtype, input_size=size,
