@@ -158,14 +158,9 @@ class QConvAct(keras.layers.Layer):
     def __init__(self, filters, kernel_size=1, strides=1, dilation_rate=1, depthwise=False,
                  activation="swish", use_bias=True, momentum=0.99, **kwargs):
         super().__init__(**kwargs)
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.strides = strides
-        self.dilation_rate = dilation_rate
-        self.depthwise = depthwise
-        self.activation = activation
-        self.use_bias = use_bias
-        self.momentum = momentum
+        self.filters, self.kernel_size, self.depthwise = filters, kernel_size, depthwise
+        self.strides, self.dilation_rate = strides, dilation_rate
+        self.activation, self.use_bias, self.momentum = activation, use_bias, momentum
         self.pad, self.padding = kmv_layers.torch_padding(kernel_size, strides, dilation_rate)
         self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
         if activation not in ("swish", None):  # ConvNormAct's two choices
