@@ -1,5 +1,7 @@
-"""Benchmark `.tflite` models under LiteRT (`ai_edge_litert`, XNNPACK on): latency,
-file size, peak memory, and top-1 on a held-out split; ONNX Runtime as the reference.
+"""Run the LiteRT benchmark: latency, file size, peak memory and top-1 of `.tflite` models.
+
+Models run under LiteRT (`ai_edge_litert`, XNNPACK on); top-1 is on a held-out split;
+ONNX Runtime is the reference for float32 latency.
 
 Two parts, either or both in one run:
 

@@ -150,7 +150,8 @@ def convert(
         model: `keras.Model` or path to a `.keras` file.
         mode: "float32", "float16", "dynamic" (int8 weights, float activations) or
             "int8" (full integer, calibrated on `representative_data`).
-        representative_data: images for calibration (see `representative_samples`);
+        representative_data: images for calibration (see
+            `calibration.representative_samples`);
             required for "int8", also for QAT models (tensors without a fake-quant range).
         io_dtype: "uint8" or "int8", the input/output type of an "int8" model.
         pixel_range: the input value range the model expects; (0, 255) pins the int8
@@ -202,7 +203,7 @@ def _check_options(mode, ptq, io_dtype):
 
 def _convert_float(model, input_shape, mode):
     with tempfile.TemporaryDirectory() as tmp:
-        with _quiet_stderr():
+        with _quiet_stderr(), range_ties.identity_steps_tied(model):  # a QAT model, too
             _export_saved_model(model, input_shape, tmp, None)
         return _run_converter(_converter(tmp, mode))
 
