@@ -44,6 +44,8 @@ OUTPUTS = ("logits", "probabilities")
 _MEANINGS = {"logits": "logits (no softmax: rank them, or softmax them for probabilities)",
              "probabilities": "probabilities (softmax)"}
 # Ops whose output is a probability (per class); any other last op gives logits.
+# What an app adds to a 0..255 pixel to feed an 8-bit input tensor of this type.
+_BYTE_OFFSET = {"uint8": 0, "int8": -128}
 _PROBABILITY_OPS = ("SOFTMAX", "LOGISTIC")
 # Ops between the last computing op and the graph output that do not change the meaning.
 _PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE")
@@ -94,17 +96,21 @@ def image_input(graph, pixel_range=(0.0, 255.0)):
         mean, std = -lo / step, 1.0 / step
         units = [fb.ProcessUnitT(optionsType=fb.ProcessUnitOptions.NormalizationOptions,
                                  options=fb.NormalizationOptionsT(mean=[mean], std=[std]))]
-    elif tensor.dtype == "uint8":
+    elif tensor.dtype in _BYTE_OFFSET:
+        # The app feeds q = pixel + offset; the model reads scale * (q - zero_point).
+        offset = _BYTE_OFFSET[tensor.dtype]
         scale, zero = (tensor.scale[0], tensor.zero_point[0]) if tensor.scale else (1.0, 0)
-        if not (np.isclose(scale, step, rtol=1e-3) and np.isclose(-zero * scale, lo, atol=1e-3 * abs(step))):
+        if not (np.isclose(scale, step, rtol=1e-3)
+                and np.isclose(scale * (offset - zero), lo, atol=1e-3 * abs(step))):
             raise MetadataError(
-                f"the uint8 input {tensor.name!r} has scale {scale:.6g}, zero point {zero}: "
-                f"it does not take raw 0..255 pixels as values in [{lo:g}, {hi:g}], so an app "
-                "feeding camera bytes would feed it wrong values; convert with the model's "
-                "pixel_range pinned (convert's default for raw-pixel models)")
+                f"the {tensor.dtype} input {tensor.name!r} has scale {scale:.6g}, zero point "
+                f"{zero}: it does not take raw 0..255 pixels (as q = pixel + {offset}) as "
+                f"values in [{lo:g}, {hi:g}], so an app feeding camera bytes would feed it "
+                "wrong values; convert with the model's pixel_range pinned (convert's default "
+                "for raw-pixel models)")
     else:
-        raise MetadataError(f"the input {tensor.name!r} is {tensor.dtype}: MediaPipe image "
-                            "tasks take float32 or uint8 images (convert with io_dtype='uint8')")
+        raise MetadataError(f"the input {tensor.name!r} is {tensor.dtype}: image metadata "
+                            "describes float32, uint8 or int8 images")
     _, height, width, _ = tensor.shape
     return fb.TensorMetadataT(
         name="image",
