@@ -485,7 +485,7 @@ def test_convert_cli_checks_labels_before_converting(tiny_keras, tmp_path, capsy
     out = tmp_path / "out"
     err = _convert_cli_error(capsys, tiny_keras, "--quant", "float32", "-o", out,
                              "--labels", tmp_path / "labels.txt")
-    assert "has 3 labels, but the model has 2 outputs" in err
+    assert "3 class names for a model with 2 outputs" in err
     assert list(out.glob("*")) == []
 
 

@@ -12,6 +12,9 @@ Example:
 
 Command line (see `python -m tflite.convert --help`):
     python -m tflite.convert model.keras --quant int8 --calib training -o out/
+
+Every file written by the command line carries TFLite metadata and the class names
+(`tflite.android.write_artifacts`): MediaPipe Tasks' ImageClassifier runs it as is.
 """
 
 import argparse
@@ -28,7 +31,8 @@ import tensorflow as tf
 
 import keras_mobilevit
 from keras_mobilevit import fileio
-from tflite import analyze, android, calibration, compat, folding, qat, range_ties, rewrite
+from tflite import (analyze, android, calibration, compat, data, folding, labels, metadata,
+                    qat, range_ties, rewrite)
 from tflite.calibration import RAW_PIXELS
 from tflite.qat import load_keras_model
 
@@ -143,6 +147,7 @@ def convert(
     keep_float=KEEP_FLOAT,
     allow_float_ops=False,
     ptq="auto",
+    output=None,
 ):
     """Convert a Keras model (or a `.keras` path) to `.tflite` bytes.
 
@@ -168,6 +173,8 @@ def convert(
             tflite/README.md), or, for a model with layers QAT does not cover, the
             converter's own calibration, with a warning; "converter" always takes the
             converter's own (the slow graph, for comparison).
+        output: None (the model's own output), "logits" or "probabilities": the latter
+            adds a softmax to a logits model (`with_output`).
 
     Returns:
         The flatbuffer as bytes, checked to hold builtin ops only.
@@ -177,12 +184,14 @@ def convert(
         model = load_keras_model(model)
     input_shape = model_input_shape(model, input_size)
     if mode != "int8":
-        content = _convert_float(folding.fold_preprocessing(model), input_shape, mode)
+        model = with_output(folding.fold_preprocessing(model), output)
+        content = _convert_float(model, input_shape, mode)
     else:
         samples = calibration.representative_samples(
             representative_data, input_shape, num_calibration_samples, pixel_range)
         if ptq == "auto":
             model = _ptq_twin(model, samples)
+        model = with_output(model, output)  # after the twin: QAT has no Softmax layer
         content = _convert_int8(model, input_shape, samples, pixel_range, io_dtype)
     bad = analyze.non_builtin_ops(content)
     if bad:
@@ -190,6 +199,34 @@ def convert(
     if mode == "int8":
         content = _finish_int8(content, keep_float, allow_float_ops)
     return content
+
+
+def output_kind(model):
+    """"probabilities" if the model's last layer ends in a softmax or sigmoid, else "logits"."""
+    layer = model.layers[-1]
+    if isinstance(layer, keras.layers.Softmax):
+        return "probabilities"
+    activation = getattr(layer, "activation", None)  # a function, or a name (QAT layers)
+    name = getattr(activation, "__name__", activation)
+    return "probabilities" if name in ("softmax", "sigmoid") else "logits"
+
+
+def with_output(model, output):
+    """`model` with the `output` ("logits" or "probabilities"; None keeps it) it is asked
+    for: a softmax added to a logits model; a probabilities model asked for logits is
+    refused (the softmax is part of what it was trained as)."""
+    if output is None or output == output_kind(model):
+        return model
+    if output not in metadata.OUTPUTS:
+        raise ValueError(f"output must be one of {metadata.OUTPUTS}, got {output!r}")
+    if output == "logits":
+        raise ValueError(
+            f"output='logits' contradicts the model: its last layer "
+            f"{model.layers[-1].name!r} ends in a softmax/sigmoid, so it outputs "
+            "probabilities; convert it without --output (or build it with "
+            "classifier_activation=None for logits)")
+    probabilities = keras.layers.Softmax(name="probabilities")(model.outputs[0])
+    return keras.Model(model.inputs, probabilities, name=model.name)
 
 
 def _check_options(mode, ptq, io_dtype):
@@ -292,8 +329,12 @@ def _positive_int(text):
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m tflite.convert", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a .keras file, or a variant name (see keras_mobilevit.list_models())")
-    parser.add_argument("-o", "--output", "--output-dir", dest="output", default="build/tflite",
+    parser.add_argument("-o", "--output-dir", dest="output_dir", default="build/tflite",
                         help="output folder (default: build/tflite)")
+    parser.add_argument("--output", default=None, choices=metadata.OUTPUTS,
+                        help="what the model outputs: by default what it computes (its last "
+                        "activation; the spec and metadata say which); 'probabilities' adds a "
+                        "softmax to a logits model")
     parser.add_argument("--quant", nargs="+", default=["float32", "int8"], choices=MODES + ("all",))
     parser.add_argument("--calib", default="training",
                         help="'training' (default: the training split through the eval transform "
@@ -311,7 +352,9 @@ def _parser():
     parser.add_argument("--classes", type=_positive_int, default=1000)
     parser.add_argument("--input-size", type=_positive_int, default=None,
                         help="square input size (default: the model's)")
-    parser.add_argument("--labels", default=None, help="labels file, one class per line, copied next to the model")
+    parser.add_argument("--labels", default=None,
+                        help="labels file, one class per line (default: the run folder's "
+                        "labels.txt or dataset class names; ImageNet's for --weights imagenet)")
     parser.add_argument("--name", default=None, help="file name stem (default: the model's name)")
     return parser
 
@@ -335,51 +378,70 @@ def _output_folder(parser, path):
         parser.error(f"-o/--output-dir {path}: cannot create the folder ({e.strerror})")
 
 
+def _run_dir(args):
+    """The training run folder of a `.keras` model (its config.json beside it), or None."""
+    folder = os.path.dirname(os.path.abspath(args.model))
+    if args.model.endswith(".keras") and os.path.exists(os.path.join(folder, "config.json")):
+        return folder
+    return None
+
+
 def _labels(parser, args, model):
-    """The --labels lines, checked against the model's outputs before anything is converted."""
-    if not args.labels:
-        return None
+    """The class names (`labels.class_names`), checked against the model's outputs before
+    anything is converted."""
     try:
-        labels = android.read_labels(args.labels)
-    except (OSError, UnicodeDecodeError) as e:
-        parser.error(f"--labels {args.labels}: cannot read it ({e})")
-    classes = model.outputs[0].shape[-1]
-    if len(labels) != classes:
-        parser.error(f"--labels {args.labels} has {len(labels)} labels, but the model has "
-                     f"{classes} outputs: give one label a line, one line per output")
-    return labels
+        return labels.class_names(model.outputs[0].shape[-1], labels_file=args.labels,
+                                  run_dir=_run_dir(args), weights=args.weights)
+    except (OSError, UnicodeDecodeError, labels.LabelsError) as e:
+        parser.error(f"--labels {args.labels}: {e}" if args.labels else str(e))
 
 
 def _calibration(parser, args, input_shape):
     """The checked calibration images for int8 (an argument error when they do not fit)."""
-    run_dir = os.path.dirname(args.model) if args.model.endswith(".keras") else None
     try:
-        data = calibration.calibration_data(args.calib, input_shape, args.num_calib, run_dir)
-        return calibration.representative_samples(data, input_shape, args.num_calib)
+        images = calibration.calibration_data(args.calib, input_shape, args.num_calib,
+                                              _run_dir(args))
+        return calibration.representative_samples(images, input_shape, args.num_calib)
     except (calibration.CalibrationSourceError, calibration.RepresentativeDatasetError) as e:
         parser.error(f"--calib {args.calib}: {e}")
+
+
+def _input_size(args, model):
+    """(H, W) from --input-size; else the training run's image size for a model whose
+    input size is not fixed (e.g. trained multi-scale); else None (the model's own)."""
+    if args.input_size:
+        return (args.input_size, args.input_size)
+    run_dir = _run_dir(args)
+    if run_dir and None in tuple(model.inputs[0].shape[1:3]):
+        trained = data.run_config(run_dir)["pipeline"]["image_size"]
+        return (trained, trained)
+    return None
 
 
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    _output_folder(parser, args.output)
+    _output_folder(parser, args.output_dir)
     model = _build_model(args)
-    size = (args.input_size, args.input_size) if args.input_size else None
+    size = _input_size(args, model)
     input_shape = model_input_shape(model, size)
     modes = MODES if "all" in args.quant else tuple(dict.fromkeys(args.quant))
-    labels = _labels(parser, args, model)
     samples = _calibration(parser, args, input_shape) if "int8" in modes else None
+    names = _labels(parser, args, model)
     stem = args.name or model.name
     for mode in modes:
         content = convert(model, mode, samples, io_dtype=args.io_dtype, input_size=size,
-                          num_calibration_samples=args.num_calib,
+                          num_calibration_samples=args.num_calib, output=args.output,
                           keep_float=() if args.strict_int8 else KEEP_FLOAT, ptq=args.ptq)
-        path = os.path.join(args.output, f"{stem}_{mode}.tflite")
+        path = os.path.join(args.output_dir, f"{stem}_{mode}.tflite")
         fileio.write_bytes_atomic(path, content)  # a killed run never leaves a truncated model
-        spec = android.write_artifacts(path, labels=labels, quantization=mode,
-                                       calibration=args.calib if mode == "int8" else None)
-        print(f"{path}: {len(content) / 1e6:.2f} MB  input {json.dumps(spec['input'])}")
+        spec = android.write_artifacts(
+            path, labels=names, quantization=mode,
+            calibration=args.calib if mode == "int8" else None, name=stem,
+            version=keras_mobilevit.__version__,
+            description=f"{model.name} image classifier, {mode}, {len(names.names)} classes")
+        print(f"{path}: {spec['size_bytes'] / 1e6:.2f} MB, {spec['output_kind']}, labels from "
+              f"{spec['labels_source']}; input {json.dumps(spec['input'])}")
     return 0
 
 

@@ -16,13 +16,17 @@ from training import data, pipeline, rundir
 run_config = rundir.read_config  # run folder -> its config.json as a dict
 
 
-def _source_and_settings(config):
+def open_source(config):
+    """The run's image source (a TFDS dataset or an image folder, with its class names)."""
     folder = config.get("image_folder")  # then "dataset" holds the folder's name only
-    source = data.open_source(None if folder else config["dataset"], folder,
-                              data_dir=config.get("data_dir"),
-                              train_split=config.get("train_split"),
-                              eval_split=config.get("eval_split"), check_images=False)
-    return source, pipeline.PipelineSettings(**config["pipeline"])
+    return data.open_source(None if folder else config["dataset"], folder,
+                            data_dir=config.get("data_dir"),
+                            train_split=config.get("train_split"),
+                            eval_split=config.get("eval_split"), check_images=False)
+
+
+def _source_and_settings(config):
+    return open_source(config), pipeline.PipelineSettings(**config["pipeline"])
 
 
 def default_config(image_size):

@@ -48,9 +48,10 @@ def fold_preprocessing(model):
         return layer.__class__.from_config(layer.get_config())
 
     folded = keras.models.clone_model(model, clone_function=clone)
-    for layer in folded.layers:
-        if layer.name != preprocess.name:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
+    # Layer by layer in the same order (an unnamed Input's clone gets another name).
+    for layer, original in zip(folded.layers, model.layers):
+        if original is not preprocess:
+            layer.set_weights(original.get_weights())
     folded.get_layer(stem.name).conv.kernel.assign(folded_kernel(stem.conv.kernel.numpy(),
                                                                  preprocess))
     return folded

@@ -13,12 +13,11 @@ Example:
 """
 
 import dataclasses
-import json
 import os
 
 from keras_mobilevit import imagenet
+from training import rundir
 
-RUN_LABELS = "labels.txt"  # written by training/train.py into each run folder
 PLACEHOLDER_SOURCE = "none (the dataset has no class names): class_<i> placeholders"
 
 
@@ -77,18 +76,18 @@ def class_names(num_classes, *, labels_file=None, run_dir=None, weights=None):
 
 
 def _from_run(run_dir):
-    path = os.path.join(run_dir, RUN_LABELS)
+    """The names a training run folder records (labels.txt, config.json), or its dataset's."""
+    path = os.path.join(run_dir, rundir.LABELS)
     if os.path.exists(path):
         return ClassNames(read_labels(path), path)
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
+    if not os.path.exists(os.path.join(run_dir, rundir.CONFIG)):
         return None
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
+    config = rundir.read_config(run_dir)
     if config.get("class_names"):
-        return ClassNames(list(config["class_names"]), f"{config_path} class_names")
-    from tflite import data
+        return ClassNames(list(config["class_names"]),
+                          f"{os.path.join(run_dir, rundir.CONFIG)} class_names")
+    from tflite import data  # imports TensorFlow and the dataset code: only when needed
 
-    source, _ = data._source_and_settings(config)  # TFDS ClassLabel or image-folder names
+    source = data.open_source(config)  # TFDS ClassLabel or image-folder names
     kind = "image folder" if config.get("image_folder") else "TFDS dataset"
     return ClassNames(list(source.class_names), f"{kind} {source.name}") if source.class_names else None
