@@ -8,6 +8,7 @@ then classifies 48 held-out images from each file, and must agree with the LiteR
 interpreter on the same pixels. Error paths edit those files or use a tiny model.
 """
 
+import hashlib
 import json
 
 import keras
@@ -18,7 +19,7 @@ from mediapipe.tasks.python.core.base_options import BaseOptions
 
 import mediapipe as mp
 from keras_mobilevit import layers as kmv_layers
-from tflite import analyze, benchmark, convert, data, labels, metadata
+from tflite import analyze, convert, data, folding, labels, metadata, workers
 from training.datasets.fashion_mnist_subset.builder import CLASS_NAMES
 
 SIZE = 32
@@ -94,7 +95,7 @@ def _mediapipe_scores(path, images):
 def test_mediapipe_image_classifier_runs_the_file_like_litert(mode, files, model, heldout):
     images, truth = heldout
     scores, names = _mediapipe_scores(files[mode], images)
-    litert = benchmark.isolated("predict_tflite", path=files[mode], images=images)
+    litert = workers.isolated("predict_tflite", path=files[mode], images=images)
     # Same file, same pixels: the same scores (MediaPipe dequantizes an int8 output too)
     # and so the same top-1, named by the labels file inside the model.
     np.testing.assert_allclose(scores, litert, rtol=0, atol=1e-4)
@@ -238,7 +239,7 @@ def test_mediapipe_image_segmenter_runs_the_file_like_litert(mode, tmp_path):
     path.write_bytes(convert.convert(model, mode, pixels, ptq="converter"))
     meta = metadata.write(str(path), ["sky", "road", "car"], task="segmenter", name="seg")
     assert meta.minParserVersion == "1.5.0"  # custom metadata (SEGMENTER_METADATA)
-    litert = benchmark.isolated("predict_tflite", path=str(path), images=pixels)
+    litert = workers.isolated("predict_tflite", path=str(path), images=pixels)
     options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_path=str(path)),
                                            output_category_mask=True,
                                            output_confidence_masks=True)
@@ -252,3 +253,76 @@ def test_mediapipe_image_segmenter_runs_the_file_like_litert(mode, tmp_path):
             confidence = np.concatenate([m.numpy_view() for m in result.confidence_masks], -1)
             softmax = np.exp(want) / np.exp(want).sum(-1, keepdims=True)  # metadata asks for it
             np.testing.assert_allclose(confidence, softmax, atol=1e-4)
+
+
+# --- python -m tflite.convert on a training run ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(run_config, tmp_path_factory):
+    """A run folder trained by the tiny training config on the bundled data (a few steps)."""
+    import training_utils
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    result = training_utils.run_script(
+        "tiny", "--data-dir", run_config["data_dir"], "--image-size", 16, "--batch-size", 16,
+        "--epochs", 1, "--steps-per-epoch", 8, "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_a_trained_run_converts_to_int8_with_its_class_names_and_logits(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    assert convert.main([str(tiny_run / "model.keras"), "--quant", "int8", "--num-calib", "16",
+                         "-o", str(out), "--name", "tiny"]) == 0
+    path = str(out / "tiny_int8.tflite")
+    meta, packed = metadata.read(path)
+    assert packed["labels.txt"].decode().splitlines() == CLASS_NAMES
+    assert (out / "tiny_int8.labels.txt").read_text().splitlines() == CLASS_NAMES
+    spec = json.loads((out / "tiny_int8.json").read_text())
+    assert spec["output_kind"] == "logits" and spec["output"]["meaning"].startswith("class logits")
+    assert spec["output"]["dequantize"].startswith("logit = ")
+    assert spec["labels_source"] == str(tiny_run / "labels.txt")  # written by training
+    assert spec["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert meta.subgraphMetadata[0].outputTensorMetadata[0].name == b"logits"
+    images = np.round(data.images(data.run_config(tiny_run), "eval", limit=8)[0])
+    scores, names = _mediapipe_scores(path, images)
+    litert = workers.isolated("predict_tflite", path=path, images=images)
+    assert names == [CLASS_NAMES[i] for i in litert.argmax(1)]
+
+
+def test_output_probabilities_adds_a_softmax(tiny_run, tmp_path):
+    model = str(tiny_run / "model.keras")
+    for output in ("logits", "probabilities"):
+        assert convert.main([model, "--quant", "float32", "-o", str(tmp_path), "--name", output]
+                            + (["--output", output] if output == "probabilities" else [])) == 0
+    spec = json.loads((tmp_path / "probabilities_float32.json").read_text())
+    assert spec["output_kind"] == "probabilities" and "softmax" in spec["output"]["meaning"]
+    meta, _ = metadata.read(str(tmp_path / "probabilities_float32.tflite"))
+    assert meta.subgraphMetadata[0].outputTensorMetadata[0].name == b"probabilities"
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    logits, probabilities = (
+        workers.isolated("predict_tflite", path=str(tmp_path / f"{o}_float32.tflite"),
+                         images=pixels) for o in ("logits", "probabilities"))
+    softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(probabilities, softmax, atol=1e-6)
+
+
+def test_logits_asked_of_a_softmax_model_is_refused():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x))
+    assert convert.output_kind(model) == "probabilities"
+    assert convert.with_output(model, "probabilities") is model
+    with pytest.raises(ValueError, match="output='logits' contradicts the model.*'head'"):
+        convert.convert(model, "float32", output="logits")
+
+
+def test_fold_preprocessing_of_a_model_with_an_unnamed_input():
+    inputs = keras.Input((8, 8, 3))  # its clone gets another name
+    x = kmv_layers.ConvNormAct(4, 3, strides=2, name="stem")(kmv_layers.Preprocess()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    folded = folding.fold_preprocessing(model)
+    np.testing.assert_allclose(folded.predict(pixels, verbose=0),
+                               model.predict(pixels, verbose=0), atol=1e-5)
