@@ -12,10 +12,14 @@ EXTRAS = {
     # tensorboard: tensorflow-cpu does not pull it, and train.py writes TensorBoard logs.
     "train": ["tensorflow-datasets>=4.9.10,<4.10", "importlib_resources>=6", "matplotlib>=3.8",
               "tensorboard>=2.21,<2.22"],
-    "tflite": ["ai-edge-litert>=2.3,<2.4"],
+    # mediapipe: the TFLite metadata schema bindings (tflite/metadata.py) and, in the
+    # tests, MediaPipe Tasks' ImageClassifier / ImageSegmenter running our files.
+    "tflite": ["ai-edge-litert>=2.3,<2.4", "mediapipe>=1.2.2,<1.3"],
+    # The benchmark's peer row: Google's ai-edge-quantizer (pins ai-edge-litert 2.3 too).
+    "bench": ["ai-edge-quantizer>=0.10,<0.11"],
 }
 EXTRAS["test"] = sorted({*EXTRAS["cpu"], *EXTRAS["jax"], *EXTRAS["train"], *EXTRAS["tflite"],
-                         "pytest>=8", "pytest-xdist>=3.5", "ruff>=0.15,<0.18"})
+                         *EXTRAS["bench"], "pytest>=8", "pytest-xdist>=3.5", "ruff>=0.15,<0.18"})
 
 setup(
     name="keras_mobilevit",

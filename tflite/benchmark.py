@@ -44,7 +44,8 @@ import numpy as np
 
 import keras_mobilevit as kmv
 from keras_mobilevit import fileio
-from tflite import analyze, benchmark_report, bounds, compat, data, latency, qat
+from tflite import (analyze, benchmark_report, bounds, compat, data, edge_quantizer, latency,
+                    qat)
 from tflite.workers import (TimingServer, WorkerError, convert_isolated, interleaved, isolated,
                             timed_apart)
 
@@ -95,9 +96,10 @@ def _file_row(label, path, float_path):
             if not label.startswith("float32") else None}
 
 
-def _convert_variants(keras_path, stem, calib, naive_ptq, ptq_name="int8"):
-    """{label: .tflite path} of float32, int8 PTQ (`<stem>_<ptq_name>.tflite`) and
-    (`naive_ptq`) the converter's own PTQ, which may be refused: {label: reason} for those."""
+def _convert_variants(keras_path, stem, calib, naive_ptq, ptq_name="int8", peer=False):
+    """{label: .tflite path} of float32, int8 PTQ (`<stem>_<ptq_name>.tflite`),
+    (`naive_ptq`) the converter's own PTQ, which may be refused: {label: reason} for those,
+    and (`peer`) ai-edge-quantizer's static int8 of the float32 file (same `calib`)."""
     paths = {"float32": convert_isolated(keras_path, f"{stem}_float32.tflite", "float32"),
              "int8 PTQ": convert_isolated(keras_path, f"{stem}_{ptq_name}.tflite", "int8",
                                           calib)}
@@ -108,11 +110,20 @@ def _convert_variants(keras_path, stem, calib, naive_ptq, ptq_name="int8"):
                 keras_path, f"{stem}_int8_naive.tflite", "int8", calib, ptq="converter")
         except WorkerError as e:  # e.g. a graph LiteRT could not load (convert says so)
             refused["int8 PTQ (converter only)"] = f"conversion refused: {e}"
+    if peer:  # quantizes the float32 file, as an app developer would start from it
+        label, out = "int8 ai-edge-quantizer", f"{stem}_int8_aeq.tflite"
+        try:
+            content = edge_quantizer.quantize(paths["float32"], calib)
+        except ImportError as e:  # an optional dependency: the row says how to get it
+            refused[label] = str(e)
+        else:
+            fileio.write_bytes_atomic(out, content)
+            paths[label] = out
     return paths, refused
 
 
 def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_limit=None,
-                       naive_ptq=False):
+                       naive_ptq=False, peer=False):
     """float32 / PTQ int8 / QAT int8 of one trained model: top-1, agreement, latency."""
     float_path = os.path.join(float_run, "model.keras")
     float_model = qat.load_keras_model(float_path)
@@ -122,7 +133,7 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
     reference = np.argmax(float_model.predict(images, batch_size=64, verbose=0), axis=-1)
     name = float_model.name
     paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib, naive_ptq,
-                                       ptq_name="int8_ptq")
+                                       ptq_name="int8_ptq", peer=peer)
     if qat_run:
         paths["int8 QAT"] = convert_isolated(os.path.join(qat_run, "model.keras"),
                                              os.path.join(workdir, f"{name}_int8_qat.tflite"),
@@ -209,7 +220,8 @@ def _time_and_size(paths, failures, thread_counts, timing, keep_failed):
 
 
 def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baseline_python=None,
-                      naive_ptq=False, float_bounds=False, seed=0, keep_failed=None):
+                      naive_ptq=False, float_bounds=False, seed=0, keep_failed=None,
+                      peer=False):
     """float32 vs PTQ int8 of one variant at `size` (random weights from `seed`) under
     LiteRT; and LiteRT float32 vs ONNX Runtime on timm's export (`onnx_comparison`).
     With `float_bounds`, also the `BOUNDS` models (lower bounds for float32 graph
@@ -221,7 +233,7 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     keras.utils.set_random_seed(seed)
     stem = os.path.join(workdir, f"{name}_{size}")
     kmv.create_model(name, weights=None, input_shape=(size, size, 3)).save(stem + ".keras")
-    paths, failures = _convert_variants(stem + ".keras", stem, calib[:32], naive_ptq)
+    paths, failures = _convert_variants(stem + ".keras", stem, calib[:32], naive_ptq, peer=peer)
     if float_bounds:
         paths.update(_bound_models(paths["float32"], stem))
     thread_counts = [1] + ([threads] if threads > 1 else [])
@@ -247,6 +259,9 @@ def _parser():
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--naive-ptq", action="store_true", help="also the converter's own PTQ (slow graph)")
+    parser.add_argument("--edge-quantizer", action="store_true",
+                        help="also Google's ai-edge-quantizer static int8 of the float32 file, "
+                        "same calibration images (needs: pip install -e .[bench])")
     parser.add_argument("--float-bounds", action="store_true",
                         help="also time float32 with swish / norm statistics cut out (lower bounds)")
     parser.add_argument("--seed", type=int, default=0, help="random weights of the latency models")
@@ -287,7 +302,7 @@ def main(argv=None):
         if args.float_run:
             report["accuracy"] = accuracy_benchmark(
                 args.float_run, args.qat_run, workdir, args.threads, args.warmup, args.runs,
-                args.eval_limit, args.naive_ptq)
+                args.eval_limit, args.naive_ptq, args.edge_quantizer)
             benchmark_report.save(report, out)
         if args.latency_models:
             calib = _latency_calibration(args.size)
@@ -296,7 +311,7 @@ def main(argv=None):
                 report["latency"].append(latency_benchmark(
                     name, args.size, workdir, args.threads, args.warmup, args.runs, calib,
                     args.baseline_python, args.naive_ptq, args.float_bounds, args.seed,
-                    keep_failed=os.path.join(out, "failed")))
+                    keep_failed=os.path.join(out, "failed"), peer=args.edge_quantizer))
                 benchmark_report.save(report, out)
     report["complete"] = True
     benchmark_report.save(report, out)
