@@ -43,9 +43,9 @@ LABELS_FILE = "labels.txt"
 OUTPUTS = ("logits", "probabilities")
 _MEANINGS = {"logits": "logits (no softmax: rank them, or softmax them for probabilities)",
              "probabilities": "probabilities (softmax)"}
-# Ops whose output is a probability (per class); any other last op gives logits.
 # What an app adds to a 0..255 pixel to feed an 8-bit input tensor of this type.
 _BYTE_OFFSET = {"uint8": 0, "int8": -128}
+# Ops whose output is a probability (per class); any other last op gives logits.
 _PROBABILITY_OPS = ("SOFTMAX", "LOGISTIC")
 # Ops between the last computing op and the graph output that do not change the meaning.
 _PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE")
@@ -74,8 +74,26 @@ def image_input(graph, pixel_range=(0.0, 255.0)):
     """TensorMetadata of an RGB image input taking 0..255 pixels mapped onto `pixel_range`.
 
     A float input gets NormalizationOptions (`(pixel - mean) / std` lands in
-    `pixel_range`); a uint8 input takes camera bytes unchanged, so its quantization must
-    map 0..255 onto `pixel_range` exactly."""
+    `pixel_range`); an 8-bit input takes camera bytes unchanged (int8: minus 128), so its
+    quantization must map 0..255 onto `pixel_range` exactly."""
+    tensor = _image_tensor(graph)
+    if pixel_range is None:
+        raise MetadataError("pixel_range=None: the metadata needs the value range the model "
+                            "expects for 0..255 pixels, e.g. (0, 255) or (-1, 1)")
+    lo, hi = (float(v) for v in pixel_range)
+    _, height, width, _ = tensor.shape
+    return fb.TensorMetadataT(
+        name="image",
+        description=f"RGB image, {width}x{height}, pixels 0..255 (model range [{lo:g}, {hi:g}])",
+        content=fb.ContentT(
+            contentPropertiesType=fb.ContentProperties.ImageProperties,
+            contentProperties=fb.ImagePropertiesT(colorSpace=fb.ColorSpaceType.RGB)),
+        processUnits=_pixel_units(tensor, lo, hi),
+        stats=fb.StatsT(max=[hi], min=[lo]))
+
+
+def _image_tensor(graph):
+    """The input tensor, refused unless it is one fixed-size (1, H, W, 3) image."""
     tensor = graph.inputs[0]
     if len(tensor.shape) != 4 or tensor.shape[-1] != 3:
         raise MetadataError(f"the input {tensor.name!r} has shape {tensor.shape}; image "
@@ -86,40 +104,32 @@ def image_input(graph, pixel_range=(0.0, 255.0)):
             f"the input {tensor.name!r} has no fixed size (shape signature "
             f"{[int(s) for s in signature]}): convert with a fixed input size "
             "(convert(..., input_size=(H, W)) or --input-size) before adding metadata")
-    if pixel_range is None:
-        raise MetadataError("pixel_range=None: the metadata needs the value range the model "
-                            "expects for 0..255 pixels, e.g. (0, 255) or (-1, 1)")
-    lo, hi = (float(v) for v in pixel_range)
+    return tensor
+
+
+def _pixel_units(tensor, lo, hi):
+    """The NormalizationOptions a float input needs (None for 8-bit inputs, after checking
+    that their quantization takes camera bytes as values in [lo, hi])."""
     step = (hi - lo) / 255.0  # model input = lo + pixel * step
-    units = None
     if tensor.dtype == "float32":
-        mean, std = -lo / step, 1.0 / step
-        units = [fb.ProcessUnitT(optionsType=fb.ProcessUnitOptions.NormalizationOptions,
-                                 options=fb.NormalizationOptionsT(mean=[mean], std=[std]))]
-    elif tensor.dtype in _BYTE_OFFSET:
-        # The app feeds q = pixel + offset; the model reads scale * (q - zero_point).
-        offset = _BYTE_OFFSET[tensor.dtype]
-        scale, zero = (tensor.scale[0], tensor.zero_point[0]) if tensor.scale else (1.0, 0)
-        if not (np.isclose(scale, step, rtol=1e-3)
-                and np.isclose(scale * (offset - zero), lo, atol=1e-3 * abs(step))):
-            raise MetadataError(
-                f"the {tensor.dtype} input {tensor.name!r} has scale {scale:.6g}, zero point "
-                f"{zero}: it does not take raw 0..255 pixels (as q = pixel + {offset}) as "
-                f"values in [{lo:g}, {hi:g}], so an app feeding camera bytes would feed it "
-                "wrong values; convert with the model's pixel_range pinned (convert's default "
-                "for raw-pixel models)")
-    else:
+        return [fb.ProcessUnitT(optionsType=fb.ProcessUnitOptions.NormalizationOptions,
+                                options=fb.NormalizationOptionsT(mean=[(0.0 - lo) / step],
+                                                                 std=[1.0 / step]))]
+    if tensor.dtype not in _BYTE_OFFSET:
         raise MetadataError(f"the input {tensor.name!r} is {tensor.dtype}: image metadata "
                             "describes float32, uint8 or int8 images")
-    _, height, width, _ = tensor.shape
-    return fb.TensorMetadataT(
-        name="image",
-        description=f"RGB image, {width}x{height}, pixels 0..255 (model range [{lo:g}, {hi:g}])",
-        content=fb.ContentT(
-            contentPropertiesType=fb.ContentProperties.ImageProperties,
-            contentProperties=fb.ImagePropertiesT(colorSpace=fb.ColorSpaceType.RGB)),
-        processUnits=units,
-        stats=fb.StatsT(max=[hi], min=[lo]))
+    # The app feeds q = pixel + offset; the model reads scale * (q - zero_point).
+    offset = _BYTE_OFFSET[tensor.dtype]
+    scale, zero = (tensor.scale[0], tensor.zero_point[0]) if tensor.scale else (1.0, 0)
+    if not (np.isclose(scale, step, rtol=1e-3)
+            and np.isclose(scale * (offset - zero), lo, atol=1e-3 * abs(step))):
+        raise MetadataError(
+            f"the {tensor.dtype} input {tensor.name!r} has scale {scale:.6g}, zero point "
+            f"{zero}: it does not take raw 0..255 pixels (as q = pixel + {offset}) as values "
+            f"in [{lo:g}, {hi:g}], so an app feeding camera bytes would feed it wrong values; "
+            "convert with the model's pixel_range pinned (convert's default for raw-pixel "
+            "models)")
+    return None
 
 
 def label_file(kind=fb.AssociatedFileType.TENSOR_AXIS_LABELS):
