@@ -24,7 +24,6 @@ from keras_mobilevit import layers as L
 from keras_mobilevit import models
 from keras_mobilevit import weights as W
 from keras_mobilevit.postprocess import POSTPROCESS, PostprocessConfig, SSDPostprocess
-from keras_mobilevit.torch_reader import load_torch_state_dict, strip_prefixes
 
 PROJ_CHANNELS = (512, 256, 256, 128, 128, 64)  # model.detection.ssd.proj_channels
 BACKBONE_LEVELS = {16: "s16", 32: "s32"}  # output stride -> backbone feature level
@@ -155,20 +154,10 @@ def _validate(backbone, weights, backbone_weights, classes, input_shape):
 
 def _load_detection_weights(model, weights, backbone):
     """Strictly load "coco", an official .pt detection checkpoint, or Keras .weights.h5."""
-    if weights == "coco":
-        name = f"ssdlite_{backbone}"
-        state, source = W.pretrained_state_dict(name, "coco"), f"COCO checkpoint of {name}"
-    elif str(weights).endswith(".h5"):
+    if weights != "coco" and str(weights).endswith(".h5"):
         model.load_weights(weights)
         return
-    else:
-        state, source = load_torch_state_dict(weights), str(weights)
-    state = strip_prefixes(state)
-    if not any(key.startswith("ssd_heads.") for key in state):
-        raise ValueError(
-            f"{source} has no 'ssd_heads.*' keys: it is not an SSD detection checkpoint "
-            f"(an ImageNet classification checkpoint?). Pass a classification checkpoint as "
-            f"backbone_weights=... to start the detector from it.")
+    state, source = W.task_state_dict(weights, f"ssdlite_{backbone}", ("coco",), "ssd_heads.")
     W.assign_state_dict(model, state, source=source)
 
 

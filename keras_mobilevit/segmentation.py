@@ -19,7 +19,6 @@ import keras
 from keras_mobilevit import architectures, models
 from keras_mobilevit import layers as L
 from keras_mobilevit import weights as W
-from keras_mobilevit.torch_reader import load_torch_state_dict, strip_prefixes
 
 # Named weights: (classes, output stride, atrous rates) of the official configs.
 DATASETS = {"voc": (21, 16, (6, 12, 18)), "ade20k": (150, 8, (12, 24, 36))}
@@ -104,18 +103,7 @@ def _segmentation_state_dict(weights, spec):
     """The official state_dict for "voc" / "ade20k" / a .pt path, or None (.h5, None)."""
     if weights is None or (weights not in DATASETS and str(weights).endswith(".h5")):
         return None, None
-    if weights in DATASETS:
-        source = f"{weights} checkpoint of deeplabv3_{spec.name}"
-        state_dict = W.pretrained_state_dict(f"deeplabv3_{spec.name}", weights)
-    else:
-        source, state_dict = str(weights), load_torch_state_dict(weights)
-    state_dict = strip_prefixes(state_dict)
-    if not any(key.startswith("seg_head.") for key in state_dict):
-        raise ValueError(
-            f"{source} has no 'seg_head.' keys: it is not a segmentation checkpoint (a "
-            f"classification checkpoint?). Pass a classification checkpoint as "
-            f"backbone_weights=... instead of weights=....")
-    return state_dict, source
+    return W.task_state_dict(weights, f"deeplabv3_{spec.name}", tuple(DATASETS), "seg_head.")
 
 
 def _resolve_classes(classes, weights, state_dict, head):

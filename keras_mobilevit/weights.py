@@ -520,6 +520,30 @@ def pretrained_state_dict(name, dataset):
     return state_dict
 
 
+def task_state_dict(weights, name, datasets, head_prefix):
+    """The state_dict of a segmentation / detection checkpoint, and where it came from.
+
+    `weights` is one of the task's `datasets` ("voc", "ade20k", "coco":
+    `pretrained_state_dict(name, weights)`) or the path of an official `.pt`. A checkpoint
+    without `head_prefix` keys (say, an ImageNet classifier given as `weights=`) is refused
+    with what to do instead.
+
+    Example:
+        >>> sd, source = task_state_dict("coco", "ssdlite_mobilevitv3_xs", ("coco",), "ssd_heads.")
+    """
+    if isinstance(weights, str) and weights in datasets:
+        state_dict, source = pretrained_state_dict(name, weights), f"{weights} checkpoint of {name}"
+    else:
+        state_dict, source = load_torch_state_dict(weights), os.fspath(weights)
+    state_dict = strip_prefixes(state_dict)
+    if not any(key.startswith(head_prefix) for key in state_dict):
+        raise ValueError(
+            f"{source} has no '{head_prefix}*' keys: it is not a {name.split('_')[0]} checkpoint "
+            f"(a classification checkpoint?). Pass a classification checkpoint as "
+            f"backbone_weights=... instead of weights=....")
+    return state_dict, source
+
+
 def _fetch(entry):
     mirror = os.environ.get(MIRROR_ENV, "")
     local = mirror[len("file://"):] if mirror.startswith("file://") else mirror
