@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from training.data import DataError
 from training.datasets.fashion_scenes import make_scenes
-from training.tasks import detection, figures, joint_augment, sources
+from training.segdet import detection, figures, joint_augment, sources
 
 
 @pytest.fixture(scope="module")

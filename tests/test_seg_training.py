@@ -8,7 +8,7 @@ from PIL import Image
 
 from training.data import DataError
 from training.datasets.fashion_scenes import make_scenes
-from training.tasks import figures, joint_augment, segmentation, sources
+from training.segdet import figures, joint_augment, segmentation, sources
 
 
 def _ce(labels, logits):

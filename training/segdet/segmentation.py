@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.tasks import figures, joint_augment
-from training.tasks.sources import IGNORE_INDEX
+from training.segdet import figures, joint_augment
+from training.segdet.sources import IGNORE_INDEX
 
 SHUFFLE_BUFFER = 4096
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from training.tasks import figures, joint_augment
+from training.segdet import figures, joint_augment
 
 SHUFFLE_BUFFER = 4096
 MAX_BOXES = 100  # per image in eval batches (padded)

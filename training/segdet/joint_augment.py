@@ -21,7 +21,7 @@ Example:
 
 import tensorflow as tf
 
-from training.tasks.sources import IGNORE_INDEX
+from training.segdet.sources import IGNORE_INDEX
 
 # SSD's min_object_covered choices (cvnets SSDCroping's IoU choices; 0 = any window).
 SSD_MIN_COVERED = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
