@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from segdet_utils import crash_and_resume
+from training import models
 from training.data import DataError
 from training.datasets.fashion_scenes import make_scenes
 from training.segdet import detection, figures, joint_augment, sources
@@ -167,10 +169,10 @@ def test_detection_pipelines_shapes(coco_folder):
     source = sources.open_scene_source("detection", image_folder=coco_folder)
     anchors = np.array([[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]], np.float32)
     settings = detection.DetectionSettings(image_size=32, batch_size=2)
-    images, targets = next(iter(detection.train_dataset(source, settings, anchors)))
+    images, targets = next(iter(detection.train_dataset(source, settings, anchors=anchors)))
     assert images.shape == (2, 32, 32, 3) and targets.shape == (2, 2, 5)
     count = source.num_examples(source.train_split)
-    batches = list(detection.eval_dataset(source, settings, anchors, split=source.train_split,
+    batches = list(detection.eval_dataset(source, settings, split=source.train_split,
                                           with_truth=True, batch_size=4))
     labels = np.concatenate([lab.numpy() for _, _, lab in batches])
     assert len(labels) == -(-count // 4) * 4 and (labels[count:] == 0).all()
@@ -184,3 +186,14 @@ def test_box_figure_is_written(tmp_path):
     path = tmp_path / "boxes.png"
     figures.save_box_figure(path, np.zeros((1, 16, 16, 3)), truth, predicted, ["bg", "a", "b"])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_detection_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    """`train.py --task detection` on a tiny scene folder: crash, resume, COCO mAP, the
+    saved detector with its post-processing."""
+    out, summary = crash_and_resume("detection", 160, tmp_path, monkeypatch, capsys)
+    assert 0 <= summary["metrics"]["mAP"] <= summary["metrics"]["mAP50"] <= 1
+    detector = models.load_model(out / "model.keras")
+    outputs = detector.predict(np.zeros((1, 160, 160, 3), np.float32), verbose=0)
+    assert {"boxes", "scores", "classes", "num_detections"} <= set(outputs)
+    assert outputs["class_logits"].shape[-1] == 11

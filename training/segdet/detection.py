@@ -3,8 +3,8 @@
 and the held-out box figure.
 
 Targets: each image's boxes are matched to the model's anchors (IoU >= 0.5, and every
-box to its best anchor) and encoded with the SSD box coder, both from
-`keras_mobilevit.detection` through `match_anchors`, the one place that calls them.
+box to its best anchor) and encoded with the SSD box coder, both keras_mobilevit's
+(`box_coder.match`), through `match_anchors`, the one place that calls them.
 Batches are (float32 images [B, S, S, 3] in [0, 255], float32 targets [B, A, 5]):
 4 encoded box offsets and the class (0 = background) per anchor. The model trains on
 its raw outputs joined as [B, A, 4 + C] (`training_model`): box regressions first,
@@ -12,7 +12,7 @@ then class logits, the order of the official head's channels.
 
 Example:
     >>> settings = DetectionSettings(image_size=320, batch_size=32)
-    >>> train_ds = train_dataset(source, settings, anchors)   # anchors [A, 4] cx, cy, w, h
+    >>> train_ds = train_dataset(source, settings)   # anchors of SSDLite(settings.model)
     >>> trainer = training_model(detector)                    # shares the detector's weights
     >>> trainer.compile(optimizer, loss=SSDLoss())
     >>> coco_metrics(truths, predictions, sizes)              # {"mAP": ..., "mAP50": ...}
@@ -20,6 +20,7 @@ Example:
 
 import contextlib
 import dataclasses
+import functools
 import io
 
 import keras
@@ -28,9 +29,11 @@ import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from training.segdet import figures, joint_augment
+from keras_mobilevit import box_coder
+from keras_mobilevit.detection import SSDLite, model_anchors
+from training.segdet import figures, joint_augment, sources
 
-SHUFFLE_BUFFER = 4096
+FIGURE = "predictions.png"  # in the run folder
 MAX_BOXES = 100  # per image in eval batches (padded)
 
 
@@ -40,6 +43,7 @@ class DetectionSettings:
 
     image_size: int = 320
     batch_size: int = 32             # global
+    model: str = "mobilevitv3_xs"    # the backbone: the anchors depend on its feature maps
     iou_threshold: float = 0.5       # anchor matching
     photometric: bool = True
     cache: str = "auto"              # "auto" (small bundled data) | "yes" | "no"
@@ -49,56 +53,29 @@ def match_anchors(boxes, labels, anchors, iou_threshold=0.5):
     """Training targets of one image: float32 [A, 5] (encoded offsets, class).
 
     boxes: float32 [n, 4] normalized (ymin, xmin, ymax, xmax); labels: int32 [n] in 1..K;
-    anchors: float32 [A, 4] normalized (cx, cy, w, h), the model's.
-    TODO(phase 2): call keras_mobilevit.detection's matcher and box coder here instead
-    of `_provisional_match` once they are merged; nothing else changes.
+    anchors: float32 [A, 4] normalized (cx, cy, w, h), the model's. The matching and the
+    encoding are keras_mobilevit's (`box_coder.match`: the official SSD matcher).
     """
-    offsets, classes = _provisional_match(boxes, labels, anchors, iou_threshold)
+    ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(boxes, [-1, 4]), axis=-1)
+    offsets, classes = box_coder.match(tf.stack([xmin, ymin, xmax, ymax], axis=-1), labels,
+                                       anchors, iou_threshold=iou_threshold)
     return tf.concat([offsets, tf.cast(classes, tf.float32)[:, None]], axis=-1)
 
 
-def _provisional_match(boxes, labels, anchors, iou_threshold, variances=(0.1, 0.2)):
-    """TODO(phase 2): stand-in for keras_mobilevit.detection's matcher + encoder (cvnets'
-    SSDMatcher: best box per anchor above the threshold, each box forced onto its best
-    anchor; offsets ((c - c_a) / wh_a / 0.1, log(wh / wh_a) / 0.2))."""
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
-    cx, cy, w, h = tf.unstack(anchors, axis=-1)
-    inter_w = tf.maximum(tf.minimum(xmax[:, None], (cx + w / 2)[None])
-                         - tf.maximum(xmin[:, None], (cx - w / 2)[None]), 0.0)
-    inter_h = tf.maximum(tf.minimum(ymax[:, None], (cy + h / 2)[None])
-                         - tf.maximum(ymin[:, None], (cy - h / 2)[None]), 0.0)
-    inter = inter_w * inter_h
-    union = ((xmax - xmin) * (ymax - ymin))[:, None] + (w * h)[None] - inter
-    iou = inter / tf.maximum(union, 1e-9)  # [n, A]
-    num_boxes = tf.shape(boxes)[0]
-    if_any = tf.maximum(num_boxes, 1)
-    iou = tf.concat([iou, tf.zeros([1 - tf.minimum(num_boxes, 1), tf.shape(anchors)[0]])], 0)
-    best_box = tf.argmax(iou, axis=0, output_type=tf.int32)  # [A]
-    best_iou = tf.reduce_max(iou, axis=0)
-    best_anchor = tf.argmax(iou[:num_boxes], axis=1, output_type=tf.int32)  # [n]
-    best_box = tf.tensor_scatter_nd_update(best_box, best_anchor[:, None], tf.range(num_boxes))
-    best_iou = tf.tensor_scatter_nd_update(best_iou, best_anchor[:, None],
-                                           tf.fill([num_boxes], 2.0))
-    labels = tf.concat([labels, tf.zeros([if_any - num_boxes], labels.dtype)], 0)
-    boxes = tf.concat([boxes, tf.tile([[0.0, 0.0, 1.0, 1.0]], [if_any - num_boxes, 1])], 0)
-    classes = tf.where(best_iou >= iou_threshold, tf.gather(labels, best_box), 0)
-    ymin, xmin, ymax, xmax = tf.unstack(tf.gather(boxes, best_box), axis=-1)
-    offsets = tf.stack([((xmin + xmax) / 2 - cx) / w / variances[0],
-                        ((ymin + ymax) / 2 - cy) / h / variances[0],
-                        tf.math.log(tf.maximum(xmax - xmin, 1e-6) / w) / variances[1],
-                        tf.math.log(tf.maximum(ymax - ymin, 1e-6) / h) / variances[1]], -1)
-    return offsets, classes
+@functools.cache
+def anchors_for(model_name, image_size):
+    """The SSDLite anchors [A, 4] (cx, cy, w, h) at this input size, read off a built model."""
+    raw = SSDLite(model_name, classes=2, input_shape=(image_size, image_size, 3),
+                  postprocess=False)
+    return model_anchors(raw)
 
 
-def train_dataset(source, settings, anchors, input_context=None, seed=0):
-    """Endless per-replica batches: SSD crop, photometric, flip, resize, anchor targets."""
-    ctx = input_context or tf.distribute.InputContext()
-    split, shards, size = source.train_split, ctx.num_input_pipelines, settings.image_size
-    ds = source.read(split, shards, ctx.input_pipeline_id, shuffle=True)
-    ds = _maybe_cache(ds, source, split, settings)
-    ds = ds.shuffle(min(SHUFFLE_BUFFER, source.num_examples(split) // shards + 1),
-                    seed=seed).repeat()
-    anchors = tf.constant(anchors, tf.float32)
+def train_dataset(source, settings, input_context=None, seed=0, anchors=None):
+    """Endless per-replica batches: SSD crop, photometric, flip, resize, anchor targets.
+
+    anchors: [A, 4] (cx, cy, w, h); default: those of SSDLite(settings.model) at S x S.
+    """
+    size, anchors = settings.image_size, _anchors(settings, anchors)
 
     def augment(example):
         image, boxes, labels = joint_augment.ssd_crop(
@@ -110,26 +87,19 @@ def train_dataset(source, settings, anchors, input_context=None, seed=0):
         targets = match_anchors(boxes, labels, anchors, settings.iou_threshold)
         return tf.ensure_shape(image, [size, size, 3]), targets
 
-    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(ctx.get_per_replica_batch_size(settings.batch_size), drop_remainder=True)
-    options = tf.data.Options()
-    options.deterministic = False
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return sources.training_batches(source, settings, augment, input_context, seed)
 
 
-def eval_dataset(source, settings, anchors, split=None, batch_size=None, with_truth=False):
+def eval_dataset(source, settings, split=None, batch_size=None, with_truth=False, anchors=None):
     """Every example once, resized to S x S, in full batches (blank padding images).
 
     Yields (images, targets [B, A, 5]) for the validation loss, or with `with_truth`
     (images, boxes [B, MAX_BOXES, 4] normalized yxyx, labels [B, MAX_BOXES] (0 = pad)).
     Blank padding images have no boxes, so they add nothing to the loss (no positives,
-    hence no mined negatives); `with_truth` batches keep their real count in `.count`.
+    hence no mined negatives) and are cut off before the mAP.
     """
-    split = split or source.eval_split
-    batch_size = batch_size or settings.batch_size
-    size, count = settings.image_size, source.num_examples(split)
-    ds = _maybe_cache(source.read(split), source, split, settings)
-    anchors = tf.constant(anchors, tf.float32)
+    size = settings.image_size
+    anchors = None if with_truth else _anchors(settings, anchors)
 
     def prepare(example):
         image = tf.ensure_shape(joint_augment.resize_image(example["image"], [size, size]),
@@ -141,18 +111,14 @@ def eval_dataset(source, settings, anchors, split=None, batch_size=None, with_tr
                     tf.ensure_shape(tf.pad(labels, [[0, pad]]), [MAX_BOXES]))
         return image, match_anchors(boxes, labels, anchors, settings.iou_threshold)
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    blank = ds.element_spec
-    padding = tf.data.Dataset.from_tensors(
-        tuple(tf.zeros(s.shape, s.dtype) for s in blank)).repeat(-count % batch_size)
-    ds = ds.concatenate(padding)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return sources.eval_batches(source, split or source.eval_split, settings, prepare,
+                                batch_size or settings.batch_size)
 
 
-def _maybe_cache(ds, source, split, settings):
-    if settings.cache == "yes" or (settings.cache == "auto" and source.cacheable(split)):
-        return ds.cache()
-    return ds
+def _anchors(settings, anchors):
+    if anchors is None:
+        anchors = anchors_for(settings.model, settings.image_size)
+    return tf.constant(anchors, tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="keras_mobilevit_training")
@@ -252,37 +218,46 @@ def yxyx_to_pixel_xyxy(boxes, size):
 
 
 def predict_boxes(detector, images):
-    """Per image (boxes pixel xyxy, labels, scores) from the detector's post-processed
-    outputs. TODO(phase 2): read the box format of keras_mobilevit.SSDLite's outputs."""
+    """Per image (boxes pixel xyxy, labels, scores) from SSDLite's post-processed outputs
+    (boxes x1, y1, x2, y2 normalized; classes 1..K; the first num_detections rows).
+
+    images: a float32 batch, or a dataset of (images, ...) batches (one predict call).
+    """
     outputs = detector.predict(images, verbose=0)
-    size = images.shape[1]
+    size = detector.input_shape[1]
     found = []
-    for k in range(len(images)):
-        n = int(outputs["num_detections"][k])
+    for k, n in enumerate(np.asarray(outputs["num_detections"]).astype(int)):
         found.append((np.asarray(outputs["boxes"][k][:n]) * size,
                       np.asarray(outputs["classes"][k][:n]),
                       np.asarray(outputs["scores"][k][:n])))
     return found
 
 
-def evaluate(detector, dataset, count):
-    """COCO mAP of `detector` on a `with_truth` eval dataset of `count` real images."""
-    truths, predictions = [], []
-    for images, boxes, labels in dataset:
-        size = images.shape[1]
-        predictions += predict_boxes(detector, images)
-        for b, lab in zip(boxes.numpy(), labels.numpy()):
-            truths.append((yxyx_to_pixel_xyxy(b[lab > 0], size), lab[lab > 0]))
-    truths, predictions = truths[:count], predictions[:count]
-    sizes = [(images.shape[1], images.shape[2])] * count
-    return coco_metrics(truths, predictions, sizes)
+def held_out_predictions(detector, dataset, count, keep_images=6):
+    """(truths, predictions, first images) over a `with_truth` eval dataset of `count`
+    real images: per image (pixel xyxy boxes, labels[, scores]); one predict call, so
+    the detector sees one static batch shape."""
+    size = detector.input_shape[1]
+    predictions = predict_boxes(detector, dataset.map(lambda images, boxes, labels: images))
+    truths, images = [], []
+    for batch, boxes, labels in dataset.as_numpy_iterator():
+        truths += [(yxyx_to_pixel_xyxy(b[lab > 0], size), lab[lab > 0])
+                   for b, lab in zip(boxes, labels)]
+        images += list(batch[:max(0, keep_images - len(images))])
+    return truths[:count], predictions[:count], np.asarray(images[:count])
 
 
-def save_figure(detector, dataset, class_names, path, count=6):
-    """PNG of the first `count` held-out images: true boxes | predicted boxes."""
-    images, boxes, labels = next(iter(dataset.unbatch().batch(count)))
-    size = images.shape[1]
-    truths = [(yxyx_to_pixel_xyxy(b[lab > 0], size), lab[lab > 0])
-              for b, lab in zip(boxes.numpy(), labels.numpy())]
-    figures.save_box_figure(path, images.numpy(), truths, predict_boxes(detector, images),
-                            class_names)
+def finish(detector, config, source, out, figure_images=6):
+    """After training: COCO mAP of the saved detector (its post-processing) on the
+    held-out split, and the figure of its first images (`predictions.png`)."""
+    count = source.num_examples(source.eval_split)
+    dataset = eval_dataset(source, config.pipeline_settings(), with_truth=True)
+    print(f"COCO evaluation (pycocotools) of {count} {source.eval_split} images ...")
+    truths, predictions, images = held_out_predictions(detector, dataset, count,
+                                                       figure_images)
+    size = detector.input_shape[1]
+    metrics = coco_metrics(truths, predictions, [(size, size)] * count)
+    shown = len(images)
+    figures.save_box_figure(out / FIGURE, images, truths[:shown], predictions[:shown],
+                            config.class_names)
+    return metrics

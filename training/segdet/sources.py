@@ -42,6 +42,7 @@ VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "
                "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
                "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
 EDGE_TOLERANCE = 1.0  # pixels a COCO box may overhang its image (rounding), then clipped
+SHUFFLE_BUFFER = 4096
 
 
 def open_scene_source(task, dataset=None, image_folder=None, data_dir=None, manual_dir=None,
@@ -57,6 +58,41 @@ def open_scene_source(task, dataset=None, image_folder=None, data_dir=None, manu
         source = TfdsSceneSource(dataset or DEFAULT_DATASET, task, data_dir, manual_dir, download)
     source.choose_splits(train_split, eval_split)
     return source
+
+
+def training_batches(source, settings, augment, input_context=None, seed=0):
+    """Endless per-replica batches of `augment(example)` over this input pipeline's shard
+    of the train split: cached (small data), shuffled, repeated, batched, prefetched."""
+    ctx = input_context or tf.distribute.InputContext()
+    split, shards = source.train_split, ctx.num_input_pipelines
+    ds = maybe_cache(source.read(split, shards, ctx.input_pipeline_id, shuffle=True),
+                     source, split, settings.cache)
+    ds = ds.shuffle(min(SHUFFLE_BUFFER, source.num_examples(split) // shards + 1),
+                    seed=seed).repeat()
+    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(ctx.get_per_replica_batch_size(settings.batch_size), drop_remainder=True)
+    options = tf.data.Options()
+    options.deterministic = False  # take whichever example is ready first
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_batches(source, split, settings, prepare, batch_size, blank=None):
+    """Every example of `split` once through `prepare`, in full batches: the last one is
+    padded with `blank` elements (default: zeros), which the task makes count for nothing."""
+    count = source.num_examples(split)
+    ds = maybe_cache(source.read(split), source, split, settings.cache)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    if blank is None:
+        blank = tuple(tf.zeros(spec.shape, spec.dtype) for spec in ds.element_spec)
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(-count % batch_size))
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def maybe_cache(ds, source, split, cache):
+    """`ds.cache()` when asked ("yes"), or by default ("auto") for data known to fit."""
+    if cache == "yes" or (cache == "auto" and source.cacheable(split)):
+        return ds.cache()
+    return ds
 
 
 class TfdsSceneSource(data.TfdsSource):
