@@ -247,3 +247,23 @@ def test_head_learns_at_the_multiplied_rate():
         segdet=factory.SegDetOptions(), dataset="voc", image_folder=None)) == {"seg_head": 10.0}
     assert factory.segmentation_lr_multipliers(types.SimpleNamespace(
         segdet=factory.SegDetOptions(), dataset="fashion_scenes", image_folder=None)) == {}
+
+
+def test_backbone_from_a_classifier_trained_here(tmp_path):
+    """--backbone-weights run/model.keras: the classifier's backbone layers go over by
+    name; the DeepLabV3 head stays new."""
+    import keras_mobilevit as kmv
+
+    classifier = kmv.create_model("mobilevitv3_xxs", input_shape=(32, 32, 3), classes=10)
+    classifier.save(tmp_path / "model.keras")
+    config = types.SimpleNamespace(
+        model="mobilevitv3_xxs", num_classes=3, weights=None, from_model=None,
+        recipe=types.SimpleNamespace(image_size=64),
+        segdet=factory.SegDetOptions(backbone_weights=str(tmp_path / "model.keras")))
+    segmenter = factory.build_segmenter(config)
+    shared = factory.copy_matching_weights(classifier, segmenter)
+    assert len(shared) > 20 and not any(name.startswith("seg_head") for name in shared)
+    for name in shared:
+        for a, b in zip(classifier.get_layer(name).get_weights(),
+                        segmenter.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
