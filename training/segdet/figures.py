@@ -56,7 +56,8 @@ def save_mask_figure(path, images, true_masks, predicted_masks, class_names,
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
     fig.legend(handles, class_names, loc="lower center", ncol=min(6, len(class_names)),
                fontsize=7, frameon=False)
-    _save(fig, path)
+    legend_rows = -(-len(class_names) // 6)
+    _save(fig, path, bottom=0.25 * legend_rows / fig.get_figheight())
 
 
 def save_box_figure(path, images, truths, predictions, class_names, min_score=0.3):
@@ -89,8 +90,9 @@ def save_box_figure(path, images, truths, predictions, class_names, min_score=0.
     _save(fig, path)
 
 
-def _save(fig, path):
-    fig.tight_layout()
+def _save(fig, path, bottom=0.0):
+    """Writes `fig` as a PNG atomically; `bottom`: figure fraction kept free (legend)."""
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
