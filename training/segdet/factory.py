@@ -73,9 +73,11 @@ _DENSE = dict(lr=9e-4, min_lr=1e-6, warmup_init_lr=9e-5, warmup_steps=500,
 SEGMENTATION_RECIPE = recipes.Recipe(name="deeplabv3", image_size=512, epochs=50, **_DENSE)
 DETECTION_RECIPE = recipes.Recipe(name="ssdlite", image_size=320, epochs=200, **_DENSE)
 
-# The bundled Fashion-MNIST scenes (96x96 canvases, 4,000 train scenes) scaled to about
-# ten minutes on 2 CPU cores. SSDLite needs at least 129 px (its anchor grid), so
-# detection trains on the canvases resized to 160. Explicit flags still win.
+# The bundled Fashion-MNIST scenes (96x96 canvases, 4,000 train scenes): 3 epochs of
+# 250 steps, meant for about ten minutes on two free CPU cores (measured on a machine
+# shared with other jobs, load 11-17: 43 min; see training/README.md). SSDLite needs at
+# least 129 px (its anchor grid), so detection trains on the canvases resized to 160.
+# Explicit flags still win.
 _QUICK = dict(batch_size=16, lr=2e-3, min_lr=2e-5, warmup_init_lr=2e-4, warmup_steps=100)
 SEGMENTATION_QUICK = dict(image_size=96, epochs=3, **_QUICK)
 DETECTION_QUICK = dict(image_size=160, epochs=3, **_QUICK)
