@@ -146,7 +146,8 @@ def test_every_flag_is_a_config_field_and_a_config_json_key():
     parser = train.build_parser()
     dests = {a.dest for a in parser._actions if a.dest != "help"}
     fields = set(config.TrainConfig.__dataclass_fields__) | set(
-        config.recipes.Recipe.__dataclass_fields__)
+        config.recipes.Recipe.__dataclass_fields__) | set(
+        config.SegDetOptions.__dataclass_fields__)
     assert dests <= fields
     assert "lr" in dests and "task" in dests and "restart" in dests
     assert "recipe.lr" in options.compared_keys(config.TrainConfig)

@@ -20,17 +20,11 @@ Example:
 import dataclasses
 
 import keras_mobilevit as kmv
-from training import distribute, pipeline, recipes, sampler, tasks
+from training import distribute, recipes, sampler, tasks
+from training.segdet.factory import SegDetOptions
 from training.options import derived, non_negative, option, positive
 
 DEFAULT_MODEL = "mobilevitv3_xxs"
-
-# The bundled Fashion-MNIST subset (28x28 grey, 10k train images) with the ImageNet
-# recipe's values scaled to a ~10-minute CPU run. Explicit flags still win.
-# No multi-scale: around a 32 px base its smallest scale would be 24 px.
-QUICK_PRESET = dict(image_size=32, epochs=24, batch_size=128, warmup_steps=150,
-                    multi_scale=False, crop_scale_min=0.7, eval_crop_fraction=1.0)
-
 
 def _model_help():
     return f"variant to train (default {DEFAULT_MODEL}); one of " + ", ".join(kmv.list_models())
@@ -88,6 +82,9 @@ class TrainConfig:
     cache: str = option("auto", "keep encoded images in memory (auto: below 2 GiB per "
                         "worker)", group="data", choices=("auto", "yes", "no"), compare=False)
 
+    # segmentation / detection settings (flags in their own group)
+    segdet: SegDetOptions = SegDetOptions()
+
     # recipe (the hyper-parameters; flags override the recipe's values)
     recipe: recipes.Recipe = None
     steps_per_epoch: int | None = option(
@@ -121,7 +118,7 @@ class TrainConfig:
 
     def pipeline_settings(self):
         """The input pipelines' settings (derived from the recipe, never set apart)."""
-        return pipeline.PipelineSettings.from_recipe(self.recipe, self.cache)
+        return tasks.get_task(self.task).pipeline_settings(self)
 
     def to_json(self):
         """The dict written as config.json (with the derived pipeline settings)."""
@@ -138,11 +135,12 @@ def resolve(config, recipe_overrides, source):
         "name" picks the recipe ("auto": from the model's family).
     """
     explicit = {k: v for k, v in recipe_overrides.items() if v is not None}
-    base = recipes.get_recipe(config.model, explicit.pop("name", "auto"))
+    task = tasks.get_task(config.task)
+    base = task.recipe(config.model, explicit.pop("name", "auto"))
     values = dataclasses.asdict(base)
     bundled = not config.dataset and not config.image_folder
     if bundled:
-        values.update(QUICK_PRESET)
+        values.update(task.quick_preset)
     values.update(explicit)
     if values["clipnorm"] == 0:
         values["clipnorm"] = None

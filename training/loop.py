@@ -29,7 +29,8 @@ def train(config, task, source, strategy, out, chief, build_model=None, verbose=
     manager = checkpoint.CheckpointManager(out / "checkpoints", write=chief)
     with strategy.scope():
         model = (build_model or task.build_model)(config)
-        models.compile_model(model, config, task.make_loss(config), task.make_metrics(config))
+        models.compile_model(model, config, task.make_loss(config), task.make_metrics(config),
+                             task.lr_multipliers(config))
         step = manager.restore(model)
     resumed = step > 0
     if resumed:
@@ -46,9 +47,12 @@ def train(config, task, source, strategy, out, chief, build_model=None, verbose=
     print("Evaluating the " + ("EMA" if ema else "final") + " weights on "
           f"{source.eval_split} ...")
     metrics = model.evaluate(eval_ds, return_dict=True, verbose=verbose if chief else 0)
+    export = task.export_model(model)
+    if chief:
+        metrics.update(task.finish(export, config, source, out))
     history = reporting.read_history(out / "history.csv") if chief else []
     summary = dict(
-        model=config.model, dataset=config.dataset, eval_split=source.eval_split,
+        task=config.task, model=config.model, dataset=config.dataset, eval_split=source.eval_split,
         eval_examples=source.num_examples(source.eval_split), metrics=metrics, ema=ema,
         raw_accuracy=history[-1].get("val_accuracy") if history else None,
         images_per_sec=stats.images_per_sec(),
@@ -56,8 +60,10 @@ def train(config, task, source, strategy, out, chief, build_model=None, verbose=
         model_path=str(out / "model.keras"), history_path=str(out / "history.csv"),
         plot_path=str(out / "curves.png"), log_dir=str(out / "logs"),
         summary_path=str(out / "summary.json"))
+    if (out / "predictions.png").exists():  # segmentation / detection: held-out figure
+        summary["predictions_path"] = str(out / "predictions.png")
     if chief:
-        save_artifacts(model, summary, out)
+        save_artifacts(export, summary, out)
     return summary
 
 
@@ -96,9 +102,9 @@ def _fit(model, config, task, source, strategy, eval_ds, step, callbacks, verbos
         model.optimizer.finalize_variable_values(model.trainable_variables)
 
 
-def save_artifacts(model, summary, out):
-    """model.keras (a plain functional copy: weights, no optimizer), curves, summary."""
-    export = keras.Model(model.inputs, model.outputs, name=model.name)
+def save_artifacts(export, summary, out):
+    """model.keras (`task.export_model`'s functional copy: weights, no optimizer), curves,
+    summary."""
     with atomic_path(out / "model.keras") as tmp:
         export.save(tmp)
     reporting.plot_history(out / "history.csv", out / "curves.png")

@@ -69,15 +69,17 @@ def _with_head(inputs, features, num_classes, dropout, name):
     return keras.Model(inputs, logits, name=name)
 
 
-def compile_model(model, config, loss, metrics):
-    """AdamW + warm-up/cosine + EMA from the recipe, with the task's loss and metrics.
+def compile_model(model, config, loss, metrics, lr_multipliers=None):
+    """AdamW + warm-up/cosine + EMA from the recipe, with the task's loss and metrics
+    (and the task's per-layer learning-rate multipliers).
 
     Compile metrics as `weighted_metrics`: the eval pipeline pads with weight-0 examples.
     """
     recipe = config.recipe
     schedule = recipes.make_schedule(recipe.lr, recipe.min_lr, recipe.warmup_init_lr,
                                      recipe.warmup_steps, config.total_steps)
-    optimizer = recipes.make_optimizer(recipe, schedule, model, recipe.ema_momentum)
+    optimizer = recipes.make_optimizer(recipe, schedule, model, recipe.ema_momentum,
+                                       lr_multipliers)
     model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
     # Built here, not in the first step: that step would be traced twice (~3x slower).
     optimizer.build(model.trainable_variables)

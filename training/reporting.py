@@ -12,6 +12,12 @@ from pathlib import Path
 from keras_mobilevit.fileio import atomic_path, write_text_atomic
 
 
+# (metric key, title): what the summary and the curves show, when the run has it.
+HEADLINE_METRICS = (("accuracy", "top-1"), ("top5", "top-5"), ("mean_iou", "mIoU"),
+                    ("logits_mean_iou", "mIoU"), ("mAP", "mAP@[.5:.95]"),
+                    ("mAP50", "mAP@.5"))
+
+
 def read_history(path):
     """Rows of a Keras CSVLogger file as dicts of floats; a torn last line is dropped."""
     path = Path(path)
@@ -58,7 +64,8 @@ def plot_history(csv_path, png_path):
     if not history:
         return
     epochs = [row["epoch"] + 1 for row in history]
-    panels = [("loss", "loss"), ("accuracy", "top-1 accuracy"), ("lr", "learning rate")]
+    metric = next(((k, t) for k, t in HEADLINE_METRICS if k in history[0]), None)
+    panels = [("loss", "loss"), *([metric] if metric else []), ("lr", "learning rate")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, (key, title) in zip(axes, panels):
         for prefix, label in (("", "train"), ("val_", "held-out")):
@@ -80,10 +87,16 @@ def format_summary(summary):
     lines = ["", "=" * 64, f"Finished {summary['model']} on {summary['dataset']}"]
     metrics = summary["metrics"]
     weights = "EMA weights" if summary["ema"] else "final weights"
-    lines.append(f"  held-out top-1 ({weights}): {100 * metrics['accuracy']:.2f}%"
-                 + (f"   top-5: {100 * metrics['top5']:.2f}%" if "top5" in metrics else "")
-                 + f"   loss: {metrics['loss']:.4f}   [{summary['eval_split']}, "
-                 f"{summary['eval_examples']} images]")
+    held_out = f"loss: {metrics['loss']:.4f}   [{summary['eval_split']}, " \
+               f"{summary['eval_examples']} images]"
+    if "accuracy" in metrics:
+        lines.append(f"  held-out top-1 ({weights}): {100 * metrics['accuracy']:.2f}%"
+                     + (f"   top-5: {100 * metrics['top5']:.2f}%" if "top5" in metrics else "")
+                     + f"   {held_out}")
+    else:  # segmentation / detection
+        shown = "".join(f"{title}: {100 * metrics[key]:.2f}%   "
+                        for key, title in HEADLINE_METRICS if key in metrics)
+        lines.append(f"  held-out ({weights}): {shown}{held_out}")
     if summary.get("raw_accuracy") is not None and summary["ema"]:
         lines.append(f"  held-out top-1 (raw weights, last epoch): "
                      f"{100 * summary['raw_accuracy']:.2f}%")
@@ -94,7 +107,9 @@ def format_summary(summary):
                  + (" (resumed)" if summary["resumed"] else ""))
     for key, label in (("model_path", "model"), ("history_path", "history (CSV)"),
                        ("plot_path", "curves (PNG)"), ("log_dir", "TensorBoard logs"),
-                       ("summary_path", "summary (JSON)")):
-        lines.append(f"  {label + ':':18s}{summary[key]}")
+                       ("summary_path", "summary (JSON)"),
+                       ("predictions_path", "held-out figure")):
+        if key in summary:
+            lines.append(f"  {label + ':':18s}{summary[key]}")
     lines.append("=" * 64)
     return "\n".join(lines)

@@ -32,12 +32,17 @@ import keras  # noqa: E402
 from training import data, distribute, loop, options, reporting, rundir, tasks  # noqa: E402
 from training.config import TrainConfig, resolve  # noqa: E402
 from training.recipes import Recipe  # noqa: E402
+from training.segdet.factory import SegDetOptions  # noqa: E402
 
 # Plugins add a mode to this command without `training` importing them: a package
 # declares `<name> = module:function` under this entry-point group; `load_plugin(name)`
 # finds it. Today: `--qat` runs `qat = tflite.qat_train:main` (setup.py) with the argv,
 # and that calls `main(argv, build_model=...)` back with its QAT model factory.
 PLUGIN_GROUP = "keras_mobilevit.training_plugins"
+# --weights NAME per task: official checkpoints (ImageNet classifiers, DeepLabV3 on
+# PASCAL VOC / ADE20k, SSDLite on COCO).
+NAMED_WEIGHTS = {"classification": ("imagenet",), "segmentation": ("voc", "ade20k"),
+                 "detection": ("coco",)}
 
 
 def build_parser():
@@ -58,14 +63,20 @@ def parse_args(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    config = TrainConfig(**options.collect(args, TrainConfig))
+    config = TrainConfig(**options.collect(args, TrainConfig),
+                         segdet=SegDetOptions(**options.collect(args, SegDetOptions)))
     if config.output_dir and Path(config.output_dir).exists() \
             and not Path(config.output_dir).is_dir():
         parser.error(f"--output-dir {config.output_dir} is a file, not a folder")
     if config.from_model and not Path(config.from_model).is_file():
         parser.error(f"--from {config.from_model}: no such file")
-    if config.weights not in (None, "imagenet") and not Path(config.weights).is_file():
-        parser.error(f"--weights {config.weights}: not 'imagenet' and no such file")
+    named = NAMED_WEIGHTS[config.task]
+    if config.weights not in (None, *named) and not Path(config.weights).is_file():
+        parser.error(f"--weights {config.weights}: not {' or '.join(map(repr, named))} "
+                     "and no such file")
+    backbone = config.segdet.backbone_weights
+    if backbone not in (None, "imagenet") and not Path(backbone).is_file():
+        parser.error(f"--backbone-weights {backbone}: not 'imagenet' and no such file")
     if config.dataset and config.image_folder:
         parser.error("pass either --dataset or --image-folder, not both")
     return config, options.collect(args, Recipe)
@@ -113,7 +124,7 @@ def main(argv=None, build_model=None):
     if config.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
     out = Path(config.output_dir or Path("runs") / (
-        f"{config.model}-{config.dataset.replace('/', '_')}"))
+        f"{task.run_prefix}{config.model}-{config.dataset.replace('/', '_')}"))
     try:
         with rundir.claim(out) if chief else contextlib.nullcontext():
             rundir.prepare(out, config, config.restart, chief)

@@ -1,0 +1,2 @@
+"""Segmentation and detection training parts for train.py: data sources, joint
+augmentations, losses, metrics, figures."""

@@ -1,0 +1,231 @@
+"""What train.py builds for segmentation and detection from a TrainConfig: models,
+recipes, the task options, pipeline settings and the final evaluation.
+
+`build_segmenter` / `build_detector` are the tasks' model factories (`tasks.Task`):
+`keras_mobilevit.DeepLabV3` / `SSDLite` for `config.model` as the backbone, new or from
+an official checkpoint (`--weights voc|coco|PATH.pt`), its backbone from the ImageNet
+classifier or a classification checkpoint (`--backbone-weights imagenet|PATH.pt`) or
+from a classifier trained here (`--backbone-weights run/model.keras`), or everything
+from a segmentation/detection model trained here (`--from run/model.keras`). Weights
+from a `.keras` file go over by layer name where the shapes agree (a new head when the
+classes differ).
+
+What trains is not always what is saved: DeepLabV3 trains with its auxiliary head's
+logits as a second output (v0.2 families) and is saved without them; SSDLite trains on
+its raw outputs joined as [B, A, 4 + C] and is saved with its post-processing
+(`export_model`).
+
+Example:
+    >>> model = build_segmenter(config)          # a resolved TrainConfig, task segmentation
+    >>> keras_model = export_model(model)         # what model.keras holds
+"""
+
+import dataclasses
+import weakref
+
+import keras
+
+from keras_mobilevit import architectures
+from keras_mobilevit.detection import SSDLite
+from keras_mobilevit.segmentation import DeepLabV3
+from training import models as classification_models
+from training import recipes
+from training.options import option, positive
+from training.segdet import detection, segmentation, sources
+
+
+@dataclasses.dataclass(frozen=True)
+class SegDetOptions:
+    """Settings of the segmentation and detection tasks (flags of train.py)."""
+
+    GROUP = "segmentation / detection (--task segmentation|detection)"
+
+    backbone_weights: str | None = option(
+        None, "start the backbone from 'imagenet', an official classification .pt, or a "
+        "classifier trained here (run/model.keras; layers matched by name)")
+    output_stride: int = option(16, "DeepLabV3 output stride", choices=(8, 16, 32))
+    head_lr_multiplier: float | None = option(
+        None, "DeepLabV3 head learning rate / backbone's (default: 10 as cvnets; 1 on the "
+        "bundled scenes, where the backbone starts from scratch too)", check=positive)
+    aux_loss_weight: float = option(0.4, "DeepLabV3 auxiliary-head loss weight (v0.2 "
+                                    "families: v2, v3 0.5/0.75/1.0)")
+    scale_min: float = option(0.5, "segmentation random resize: smallest factor of the "
+                              "crop size", check=positive)
+    scale_max: float = option(2.0, "segmentation random resize: largest factor",
+                              check=positive)
+    match_iou: float = option(0.5, "detection: anchors matched at this IoU",
+                              check=positive)
+    photometric: bool = option(True, "photometric distortion (brightness, contrast, "
+                               "saturation, hue)")
+
+
+OFFICIAL_HEAD_LR_MULTIPLIER = 10.0  # cvnets DeepLabV3 configs: the head at 10x the lr
+
+# Official recipes (cvnets configs): DeepLabV3 on PASCAL VOC, SSDLite on COCO. AdamW,
+# cosine from 9e-4 to 1e-6 after 500 warm-up steps from 9e-5, weight decay 0.01, no
+# label smoothing, EMA, mixing or erasing. Batch 128 = 4 GPUs x 32.
+_DENSE = dict(lr=9e-4, min_lr=1e-6, warmup_init_lr=9e-5, warmup_steps=500,
+              weight_decay=0.01, decay_norm_and_bias=True, clipnorm=None,
+              label_smoothing=0.0, ema_momentum=0.0, interpolation="bilinear",
+              antialias=False, multi_scale=False, randaugment=False, random_erasing=0.0,
+              mixup_alpha=0.0, cutmix_alpha=0.0, crop_scale_min=1.0, eval_crop_fraction=1.0,
+              batch_size=128)
+SEGMENTATION_RECIPE = recipes.Recipe(name="deeplabv3", image_size=512, epochs=50, **_DENSE)
+DETECTION_RECIPE = recipes.Recipe(name="ssdlite", image_size=320, epochs=200, **_DENSE)
+
+# The bundled Fashion-MNIST scenes (96x96 canvases, 4,000 train scenes): 3 epochs of
+# 250 steps, meant for about ten minutes on two free CPU cores (measured on a machine
+# shared with other jobs, load 11-17: 43 min; see training/README.md). SSDLite needs at
+# least 129 px (its anchor grid), so detection trains on the canvases resized to 160.
+# Explicit flags still win.
+_QUICK = dict(batch_size=16, lr=2e-3, min_lr=2e-5, warmup_init_lr=2e-4, warmup_steps=100)
+SEGMENTATION_QUICK = dict(image_size=96, epochs=3, **_QUICK)
+DETECTION_QUICK = dict(image_size=160, epochs=3, **_QUICK)
+
+
+def segmentation_recipe(model_name, recipe="auto"):
+    """The DeepLabV3 recipe (the same for every backbone, as in cvnets' configs)."""
+    return _dense_recipe(SEGMENTATION_RECIPE, recipe)
+
+
+def detection_recipe(model_name, recipe="auto"):
+    """The SSDLite recipe (the same for every backbone)."""
+    return _dense_recipe(DETECTION_RECIPE, recipe)
+
+
+def _dense_recipe(official, recipe):
+    if recipe not in ("auto", official.name):
+        raise ValueError(f"--recipe {recipe} is a classification recipe; the "
+                         f"{official.name} task has one recipe ('auto').")
+    return official
+
+
+def has_aux_head(model_name):
+    """True where DeepLabV3's official head has an auxiliary head (cvnets v0.2)."""
+    spec = architectures.get_spec(model_name)
+    return architectures.SEG_HEADS[spec.family.seg_head].aux_head
+
+
+def build_segmenter(config):
+    """DeepLabV3 to train: logits, plus {"logits", "aux_logits"} with an aux head."""
+    size, options = config.recipe.image_size, config.segdet
+    model = DeepLabV3(config.model, weights=_official(config.weights),
+                      classes=config.num_classes, output_stride=options.output_stride,
+                      input_shape=(size, size, 3),
+                      backbone_weights=_official(options.backbone_weights),
+                      aux_output=has_aux_head(config.model))
+    return _transfer_weights(model, config)
+
+
+def build_detector(config):
+    """SSDLite to train: its raw outputs as one [B, A, 4 + C] tensor (training_model);
+    the full detector, with post-processing, is kept for `export_model`."""
+    size, options = config.recipe.image_size, config.segdet
+    detector = SSDLite(config.model, weights=_official(config.weights),
+                       classes=config.num_classes, input_shape=(size, size, 3),
+                       backbone_weights=_official(options.backbone_weights))
+    detector = _transfer_weights(detector, config)
+    trainer = detection.training_model(detector)
+    _EXPORTS[trainer] = detector
+    return trainer
+
+
+# training model -> the model to save, where they differ beyond a plain output subset
+_EXPORTS = weakref.WeakKeyDictionary()
+
+
+def export_model(model):
+    """What model.keras holds: the full detector, or the segmenter's main logits."""
+    if model in _EXPORTS:
+        return _EXPORTS[model]
+    output = model.output
+    if isinstance(output, dict):
+        output = output["logits"]
+    return keras.Model(model.inputs, output, name=model.name)
+
+
+def _official(weights):
+    """`weights` for the keras_mobilevit constructors; a `.keras` file is applied later."""
+    return None if weights is None or str(weights).endswith(".keras") else weights
+
+
+def _transfer_weights(model, config):
+    """Copies weights from `--from` (all layers) or a `.keras` `--backbone-weights`
+    (the classifier's backbone) into `model`, by layer name where the shapes match."""
+    for path, what in ((config.segdet.backbone_weights, "backbone"),
+                       (config.from_model, "model")):
+        if path is None or not str(path).endswith(".keras"):
+            continue
+        copied = copy_matching_weights(classification_models.load_model(path), model)
+        if not copied:
+            raise ValueError(f"{path} shares no layer (name and weight shapes) with "
+                             f"{model.name}: it is not a {config.model} {what}.")
+        print(f"Loaded {len(copied)} layers from {path}")
+    return model
+
+
+def copy_matching_weights(source, target):
+    """Sets every layer of `target` that `source` has by name with equal weight shapes;
+    returns their names."""
+    by_name = {layer.name: layer for layer in _weighted_layers(source)}
+    copied = []
+    for layer in _weighted_layers(target):
+        other = by_name.get(layer.name)
+        if other is None:
+            continue
+        weights = other.get_weights()
+        if [w.shape for w in weights] == [tuple(v.shape) for v in layer.weights]:
+            layer.set_weights(weights)
+            copied.append(layer.name)
+    return copied
+
+
+def _weighted_layers(model):
+    """Layers with weights, nested models flattened."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _weighted_layers(layer)
+        elif layer.weights:
+            yield layer
+
+
+def segmentation_settings(config):
+    """The segmentation pipelines' settings of a resolved TrainConfig."""
+    recipe, options = config.recipe, config.segdet
+    return segmentation.SegmentationSettings(
+        image_size=recipe.image_size, batch_size=recipe.batch_size,
+        scale_min=options.scale_min, scale_max=options.scale_max,
+        photometric=options.photometric, cache=config.cache,
+        aux_output=has_aux_head(config.model))
+
+
+def detection_settings(config):
+    """The detection pipelines' settings of a resolved TrainConfig."""
+    recipe, options = config.recipe, config.segdet
+    return detection.DetectionSettings(
+        image_size=recipe.image_size, batch_size=recipe.batch_size, model=config.model,
+        iou_threshold=options.match_iou, photometric=options.photometric,
+        cache=config.cache)
+
+
+def segmentation_loss(config):
+    """Cross-entropy (ignore 255); with an aux head a dict, the aux loss weighted."""
+    if not has_aux_head(config.model):
+        return segmentation.SegmentationLoss()
+    return {"logits": segmentation.SegmentationLoss(),
+            "aux_logits": segmentation.SegmentationLoss(weight=config.segdet.aux_loss_weight)}
+
+
+def segmentation_metrics(config):
+    """Mean IoU of the main logits."""
+    metric = [segmentation.mean_iou(config.num_classes)]
+    return {"logits": metric} if has_aux_head(config.model) else metric
+
+
+def segmentation_lr_multipliers(config):
+    """{"seg_head": factor}: DeepLabV3's head learns `head_lr_multiplier` times faster."""
+    factor = config.segdet.head_lr_multiplier
+    if factor is None:
+        bundled = config.dataset == sources.DEFAULT_DATASET and not config.image_folder
+        factor = 1.0 if bundled else OFFICIAL_HEAD_LR_MULTIPLIER
+    return {"seg_head": factor} if factor != 1.0 else {}
