@@ -188,6 +188,7 @@ def test_box_figure_is_written(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # minutes on 2 cores (a whole crash + resume run); `pytest -m slow` runs it
 def test_train_detection_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     """`train.py --task detection` on a tiny scene folder: crash, resume, COCO mAP, the
     saved detector with its post-processing."""

@@ -221,6 +221,7 @@ def test_mask_figure_is_written(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+@pytest.mark.slow  # minutes on 2 cores (a whole crash + resume run); `pytest -m slow` runs it
 def test_train_segmentation_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     """`train.py --task segmentation` on a tiny scene folder: crash, resume, artifacts."""
     out, summary = crash_and_resume("segmentation", 64, tmp_path, monkeypatch, capsys)
