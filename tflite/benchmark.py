@@ -21,7 +21,7 @@ processes, so that machine load hits both alike.
 
     python -m tflite.benchmark --float-run runs/mobilevitv3_xxs-fashion_mnist_subset \\
         --qat-run runs/mobilevitv3_xxs-qat --latency-models mobilevitv3_xs mobilevit_xs \\
-        --baseline-python /work/venv-baseline/bin/python --benchmarks-md BENCHMARKS.md
+        --baseline-python /work/venv-baseline2/bin/python --benchmarks-md BENCHMARKS.md
     python -m tflite.benchmark --render tflite/results/2026-12-02/benchmark.json \\
         --benchmarks-md BENCHMARKS.md   # BENCHMARKS.md's LiteRT section from a stored run
 
