@@ -22,6 +22,7 @@ Timing matches `tflite.latency`: warm-up runs, then p50/p90 over timed runs (the
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -96,7 +97,9 @@ def serve(name, size, threads, exporter="torchscript"):
     interleaved with another runtime, so machine load hits both alike."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{name}_{exporter}.onnx")
-        params = export(name, size, path, exporter)
+        # stdout carries the protocol: the dynamo exporter's progress lines go to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            params = export(name, size, path, exporter)
         run = session(path, threads, size)
         print(json.dumps({"ready": True, "params": params, "size_bytes": os.path.getsize(path),
                           "exporter": exporter, **runtime_info()}), flush=True)
