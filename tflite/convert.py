@@ -171,7 +171,7 @@ def convert(
             converter's own calibration, with a warning; "converter" always takes the
             converter's own (the slow graph, for comparison).
         ranges: how the QAT twin's calibration (`ptq="auto"`) chooses each activation
-            range: "mse" (default), "percentile" or "minmax" (`qat.calibrate`).
+            range: "minmax" (default), "mse" or "percentile" (`qat.calibrate`).
 
     Returns:
         The flatbuffer as bytes, checked to hold builtin ops only.
@@ -315,8 +315,8 @@ def _parser():
                         "fast graph) or 'converter' (the converter's own calibration, slower)")
     parser.add_argument("--ranges", default=qat.DEFAULT_RANGES, choices=range_search.METHODS,
                         help="how --ptq auto chooses each activation range from the calibration "
-                        f"images (default {qat.DEFAULT_RANGES}: least quantization error; "
-                        "minmax: the observed min/max)")
+                        f"images (default {qat.DEFAULT_RANGES}: the observed min/max; mse: least "
+                        "expected squared int8 error; percentile: 99.99th percentiles)")
     parser.add_argument("--weights", default=None, help="weights for a variant name (file path)")
     parser.add_argument("--classes", type=_positive_int, default=1000)
     parser.add_argument("--input-size", type=_positive_int, default=None,
