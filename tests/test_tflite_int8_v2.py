@@ -76,8 +76,8 @@ def test_separable_attention_runs_in_xnnpack_in_int8(float_model, int8_path):
     assert graph.ops[0].name == "QUANTIZE" and graph.ops[0].index not in delegated  # uint8 in
 
 
-@pytest.mark.xfail(strict=True, reason="known, not yet understood: some searched ranges end "
-                   "above the min/max ones (issue 15 report)")
+@pytest.mark.xfail(strict=True, reason="known, not yet understood: some mse ranges end above "
+                   "the min/max ones, beyond float noise (issue 15 report)")
 def test_mse_ranges_are_searched_within_the_min_max_ones(float_model):
     images = _pixels(8, seed=2)
     minmax = qat.make_qat_model(float_model, images, batch_size=8, ranges="minmax")
@@ -86,7 +86,9 @@ def test_mse_ranges_are_searched_within_the_min_max_ones(float_model):
              if a.fixed_range is None]
     lo = np.array([[a.range_min.numpy(), b.range_min.numpy()] for a, b in pairs])
     hi = np.array([[a.range_max.numpy(), b.range_max.numpy()] for a, b in pairs])
-    assert np.all(lo[:, 1] >= lo[:, 0] - 1e-6) and np.all(hi[:, 1] <= hi[:, 0] + 1e-6)
+    # within float noise of the first pass (the two models' min/max passes are separate runs)
+    slack = 1e-5 * np.maximum(np.abs(lo[:, 0]), np.abs(hi[:, 0])) + 1e-7
+    assert np.all(lo[:, 1] >= lo[:, 0] - slack) and np.all(hi[:, 1] <= hi[:, 0] + slack)
     assert np.mean(hi[:, 1] < 0.99 * hi[:, 0]) > 0.2  # the search does clip outliers
     assert all(b.histogram is None for _, b in pairs)  # no histogram left behind
 
