@@ -57,15 +57,34 @@ def _latency_targets(entry, goal):
         max_speed, ref = goal["int8_p50_vs_float32"], goal["reference"]
         note = ("" if (entry["model"], entry["size"]) == (ref["model"], ref["size"]) else
                 f" (the issue sets these for {ref['model']} at {ref['size']}; for reference)")
+        by_model = goal.get("int8_p50_vs_float32_by_model", {})
+        if entry["model"] in by_model:
+            max_speed, note = by_model[entry["model"]], " (issue 15)"
         lines.append(f"- {where}: int8 file <= {max_size}x float32: {size:.2f}x: "
                      f"{_verdict(size <= max_size)}; int8 p50 <= {max_speed}x float32 "
                      f"(1 thread): {speed:.2f}x: {_verdict(speed <= max_speed)}{note}")
+        lines += _thread_target(r["int8 PTQ"], goal)
     ort = entry.get("onnxruntime")
     if ort:
         ratio, limit = ort["litert_float32_vs_onnxruntime"], goal["float32_vs_onnxruntime"]
         lines.append(f"- {where}: float32 LiteRT p50 <= {limit}x ONNX Runtime (timm export, "
                      f"1 thread): {ratio:.2f}x: {_verdict(ratio <= limit)}")
+    if ort and "litert_int8_vs_onnxruntime" in ort and "int8_vs_onnxruntime" in goal:
+        ratio, limit = ort["litert_int8_vs_onnxruntime"], goal["int8_vs_onnxruntime"]
+        lines.append(f"- {where}: int8 LiteRT p50 <= {limit}x ONNX Runtime float32 (fastest "
+                     f"timm export, 1 thread): {ratio:.2f}x: {_verdict(ratio <= limit)}")
     return lines
+
+
+def _thread_target(row, goal):
+    """The int8 N-thread speed-up line (N > 1), when the run timed N threads."""
+    multi = [v for k, v in row.items() if k.startswith("latency_") and k != "latency_1_thread"]
+    if not multi or "int8_thread_speedup" not in goal:
+        return []
+    speedup = row["latency_1_thread"]["p50_ms"] / multi[0]["p50_ms"]
+    return [f"  - int8 {multi[0]['threads']}-thread speed-up over 1 thread >= "
+            f"{goal['int8_thread_speedup']}x: {speedup:.2f}x: "
+            f"{_verdict(speedup >= goal['int8_thread_speedup'])}"]
 
 
 def _header(report):
@@ -124,12 +143,22 @@ def _latency_row(label, r, f32):
 
 def _onnx_lines(ort):
     o, lt = ort["onnxruntime_1_thread"], ort["litert_float32_1_thread"]
-    lines = [f"| ONNX Runtime, timm {ort['timm_model']} | {ort['size_bytes'] / 1e6:.2f} MB "
-             f"| - | {o['p50_ms']:.1f} ms | {o['p90_ms']:.1f} ms | - | - | - | - |",
-             "", f"LiteRT float32 / ONNX Runtime, 1 thread, p50, timed in alternating "
-             f"runs: **{ort['litert_float32_vs_onnxruntime']:.2f}x** ({lt['p50_ms']:.1f} "
-             f"vs {o['p50_ms']:.1f} ms). {ort['runtime']}, exported from "
-             f"{ort['exported_from']}."]
+    exports = ort.get("exports") or {"": {"size_bytes": ort["size_bytes"],
+                                          "latency_1_thread": o}}
+    lines = [f"| ONNX Runtime, timm {ort['timm_model']}{f' ({e} export)' if e else ''} | "
+             f"{x['size_bytes'] / 1e6:.2f} MB | - | {x['latency_1_thread']['p50_ms']:.1f} ms | "
+             f"{x['latency_1_thread']['p90_ms']:.1f} ms | - | - | - | - |"
+             for e, x in exports.items()]
+    against = (f"the fastest export ({ort['fastest_export']})" if "fastest_export" in ort
+               else "ONNX Runtime")
+    lines += ["", f"LiteRT float32 / {against}, 1 thread, p50, timed in alternating "
+              f"runs: **{ort['litert_float32_vs_onnxruntime']:.2f}x** ({lt['p50_ms']:.1f} "
+              f"vs {o['p50_ms']:.1f} ms). {ort['runtime']}, exported from "
+              f"{ort['exported_from']}."]
+    if "litert_int8_vs_onnxruntime" in ort:
+        lines += ["", f"LiteRT int8 PTQ / {against}, same alternating runs: "
+                  f"**{ort['litert_int8_vs_onnxruntime']:.2f}x** "
+                  f"({ort['litert_int8_1_thread']['p50_ms']:.1f} ms)."]
     for label, b in ort.get("bounds", {}).items():
         lines += ["", f"{label} (a lower bound, see tflite/bounds.py), same alternating "
                   f"runs: {b['litert_1_thread']['p50_ms']:.1f} ms, "

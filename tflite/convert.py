@@ -32,7 +32,7 @@ import tensorflow as tf
 import keras_mobilevit
 from keras_mobilevit import fileio
 from tflite import (analyze, android, calibration, compat, data, folding, labels, metadata,
-                    qat, range_ties, rewrite)
+                    qat, range_search, range_ties, rewrite)
 from tflite.calibration import RAW_PIXELS
 from tflite.qat import load_keras_model
 
@@ -148,6 +148,7 @@ def convert(
     allow_float_ops=False,
     ptq="auto",
     output=None,
+    ranges=qat.DEFAULT_RANGES,
 ):
     """Convert a Keras model (or a `.keras` path) to `.tflite` bytes.
 
@@ -175,11 +176,13 @@ def convert(
             converter's own (the slow graph, for comparison).
         output: None (the model's own output), "logits" or "probabilities": the latter
             adds a softmax to a logits model (`with_output`).
+        ranges: how the QAT twin's calibration (`ptq="auto"`) chooses each activation
+            range: "minmax" (default), "mse" or "percentile" (`qat.calibrate`).
 
     Returns:
         The flatbuffer as bytes, checked to hold builtin ops only.
     """
-    _check_options(mode, ptq, io_dtype)
+    _check_options(mode, ptq, io_dtype, ranges)
     if isinstance(model, (str, os.PathLike)):
         model = load_keras_model(model)
     input_shape = model_input_shape(model, input_size)
@@ -190,7 +193,7 @@ def convert(
         samples = calibration.representative_samples(
             representative_data, input_shape, num_calibration_samples, pixel_range)
         if ptq == "auto":
-            model = _ptq_twin(model, samples)
+            model = _ptq_twin(model, samples, ranges)
         model = with_output(model, output)  # after the twin: QAT has no Softmax layer
         content = _convert_int8(model, input_shape, samples, pixel_range, io_dtype)
     bad = analyze.non_builtin_ops(content)
@@ -229,7 +232,9 @@ def with_output(model, output):
     return keras.Model(model.inputs, probabilities, name=model.name)
 
 
-def _check_options(mode, ptq, io_dtype):
+def _check_options(mode, ptq, io_dtype, ranges):
+    if ranges not in range_search.METHODS:
+        raise ValueError(f"ranges must be one of {range_search.METHODS}, got {ranges!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if ptq not in ("auto", "converter"):
@@ -280,14 +285,14 @@ def _check_rescales(content):
             "keras_mobilevit model.")
 
 
-def _ptq_twin(model, samples):
+def _ptq_twin(model, samples, ranges):
     """The calibrated QAT twin of a float model (its fake-quant ranges become the int8
     scales); QAT models and models QAT cannot cover are returned as they are."""
     if qat.fake_quant_layers(model):
         return model  # a QAT model: its own ranges
     try:
         return qat.make_qat_model(model, calibration_data=samples,
-                                  num_calibration_samples=len(samples))
+                                  num_calibration_samples=len(samples), ranges=ranges)
     except qat.UnsupportedLayerError as e:
         warnings.warn(f"int8 ranges from the converter's own calibration (slower int8 graph): "
                       f"{e}", stacklevel=3)
@@ -348,6 +353,10 @@ def _parser():
     parser.add_argument("--ptq", default="auto", choices=("auto", "converter"),
                         help="int8 ranges of a float model: 'auto' (its calibrated QAT twin, the "
                         "fast graph) or 'converter' (the converter's own calibration, slower)")
+    parser.add_argument("--ranges", default=qat.DEFAULT_RANGES, choices=range_search.METHODS,
+                        help="how --ptq auto chooses each activation range from the calibration "
+                        f"images (default {qat.DEFAULT_RANGES}: the observed min/max; mse: least "
+                        "expected squared int8 error; percentile: 99.99th percentiles)")
     parser.add_argument("--weights", default=None, help="weights for a variant name (file path)")
     parser.add_argument("--classes", type=_positive_int, default=1000)
     parser.add_argument("--input-size", type=_positive_int, default=None,
@@ -432,7 +441,8 @@ def main(argv=None):
     for mode in modes:
         content = convert(model, mode, samples, io_dtype=args.io_dtype, input_size=size,
                           num_calibration_samples=args.num_calib, output=args.output,
-                          keep_float=() if args.strict_int8 else KEEP_FLOAT, ptq=args.ptq)
+                          keep_float=() if args.strict_int8 else KEEP_FLOAT, ptq=args.ptq,
+                          ranges=args.ranges)
         path = os.path.join(args.output_dir, f"{stem}_{mode}.tflite")
         fileio.write_bytes_atomic(path, content)  # a killed run never leaves a truncated model
         spec = android.write_artifacts(

@@ -1,9 +1,11 @@
 """Make the QAT twin of a float keras_mobilevit model, and calibrate its activation ranges.
 
 `make_qat_model` swaps every layer for its twin in `qat_layers` (same weights, BatchNorm
-and the input Preprocess folded into the convs) and, given images, sets the ranges to
-their min/max over them: post-training quantization ranges, which QAT fine-tuning
-(`fit`) then refines. `tflite.convert` turns the result into an int8 `.tflite`.
+and the input Preprocess folded into the convs) and, given images, sets the ranges from
+them: their min/max (`ranges="minmax"`, the default), or the range of each tensor that
+quantizes its activations best (`"mse"`, `"percentile"`; `tflite.range_search`): post-training
+quantization ranges, which QAT fine-tuning (`fit`) then refines. `tflite.convert`
+turns the result into an int8 `.tflite`.
 
 Example:
     >>> float_model = keras_mobilevit.create_model("mobilevitv3_xs", classes=10)
@@ -16,7 +18,7 @@ Example:
 import keras
 
 from keras_mobilevit import layers as kmv_layers  # (imports and registers every model layer)
-from tflite import calibration, compat, folding
+from tflite import calibration, compat, folding, range_search
 from tflite.qat_layers import (PIXEL_RANGE, FakeQuant, QConvAct, QDense, QLayerNorm,
                                QLinearSelfAttention, QMultiHeadSelfAttention, QPatchResize,
                                QPreprocess, UnsupportedLayerError)
@@ -26,6 +28,11 @@ _PASSTHROUGH = (keras.layers.InputLayer, keras.layers.Identity, keras.layers.Dro
                 kmv_layers.Unfold, kmv_layers.Fold)
 # Layers whose output needs its own int8 range: kept, followed by a FakeQuant.
 _RANGED = (keras.layers.Add, keras.layers.Concatenate, keras.layers.GlobalAveragePooling2D)
+# How calibration chooses each activation range (`range_search.METHODS`): the best one
+# measured on the default task. Only "minmax" has been measured there so far (PTQ int8
+# 81.07% vs float 80.87%, 98.3% agreement; BENCHMARKS.md); "mse" and "percentile" are
+# selectable and tested, not yet compared on trained models.
+DEFAULT_RANGES = "minmax"
 
 
 def _check_supported(model):
@@ -69,7 +76,7 @@ _TWINS = {
 
 
 def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibration_samples=256,
-                   batch_size=16):
+                   batch_size=16, ranges=DEFAULT_RANGES):
     """A QAT twin of a trained float keras_mobilevit model, with the same weights.
 
     Args:
@@ -78,6 +85,7 @@ def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibrati
         calibration_data: images (see `calibrate`) to set the initial activation
             ranges. Without it the ranges start from the first training batch.
         momentum: of the moving min/max during training.
+        ranges: how calibration chooses each range (see `calibrate`).
 
     Returns:
         A `keras.Model` (serializable; save it as `.keras`) whose float output matches
@@ -116,7 +124,7 @@ def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibrati
         else:
             layer.load_float(source)
     if calibration_data is not None:
-        calibrate(qat, calibration_data, num_calibration_samples, batch_size)
+        calibrate(qat, calibration_data, num_calibration_samples, batch_size, ranges)
     return qat
 
 
@@ -125,13 +133,19 @@ def fake_quant_layers(model):
     return [layer for layer in compat.flatten_layers(model) if isinstance(layer, FakeQuant)]
 
 
-def calibrate(qat_model, data, num_samples=256, batch_size=16):
-    """Set every moving activation range to its min/max over `data` (post-training
-    quantization ranges; QAT then refines them).
+def calibrate(qat_model, data, num_samples=256, batch_size=16, ranges=DEFAULT_RANGES):
+    """Set every moving activation range from `data` (post-training quantization ranges;
+    QAT then refines them).
 
     `data`: images as `calibration.representative_samples` accepts them (numpy
     array, tf.data.Dataset of images or (image, label) pairs, any iterable).
+    `ranges`: "minmax" (each tensor's min/max over `data`), or "percentile" / "mse":
+    a second pass over `data` takes a histogram of each tensor between its min and max,
+    and `range_search.choose_range` picks the range from it (`range_search.METHODS`).
     """
+    if ranges not in range_search.METHODS:
+        raise ValueError(f"ranges must be one of {', '.join(range_search.METHODS)}, "
+                         f"got {ranges!r}")
     images = calibration.representative_samples(
         data, tuple(qat_model.inputs[0].shape[1:]), num_samples, pixel_range=None)
     quants = [q for q in fake_quant_layers(qat_model) if q.fixed_range is None]
@@ -139,12 +153,38 @@ def calibrate(qat_model, data, num_samples=256, batch_size=16):
         q.observed.assign(0.0)
         q.calibrating = True
     try:
-        for start in range(0, len(images), batch_size):
-            qat_model(images[start:start + batch_size], training=False)
+        _run(qat_model, images, batch_size)
     finally:
         for q in quants:
             q.calibrating = False
+    if ranges != "minmax":
+        _search_ranges(qat_model, images, quants, batch_size, ranges)
     return qat_model
+
+
+def _run(model, images, batch_size):
+    for start in range(0, len(images), batch_size):
+        model(images[start:start + batch_size], training=False)
+
+
+def _search_ranges(qat_model, images, quants, batch_size, method):
+    """Histograms of every fake-quant's input over `images`, between its min/max range
+    (the activations downstream quantized with the min/max ranges, as the first pass
+    left them), then the range `method` picks from each."""
+    for q in quants:
+        q.histogram = range_search.Histogram(float(q.range_min.numpy()),
+                                             float(q.range_max.numpy()))
+    try:
+        _run(qat_model, images, batch_size)
+        for q in quants:
+            if q.histogram.total == 0:  # a branch these images never take: min/max stays
+                continue
+            lo, hi = range_search.choose_range(q.histogram, method, symmetric=q.symmetric)
+            q.range_min.assign(lo)
+            q.range_max.assign(hi)
+    finally:
+        for q in quants:
+            q.histogram = None
 
 
 def load_keras_model(path):

@@ -82,6 +82,7 @@ class FakeQuant(keras.layers.Layer):
         self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
         self.momentum = momentum
         self.calibrating = False  # set by calibrate(); never serialized
+        self.histogram = None  # a range_search.Histogram while calibrate() fills it
         # The range does not depend on the input shape: create it now, so the layer is
         # complete even inside a parent whose symbolic call skips `call`.
         if self.fixed_range is None:
@@ -101,6 +102,8 @@ class FakeQuant(keras.layers.Layer):
             return _fake_quant(x, *self.fixed_range, num_bits=8)
         if training or self.calibrating:
             self._observe(x)
+        elif self.histogram is not None:  # calibrate()'s second pass, run eagerly
+            self.histogram.add(ops.convert_to_numpy(x))
         return _fake_quant(x, *self.quantization_range(), num_bits=8)
 
     def quantization_range(self):
@@ -409,15 +412,25 @@ class QMultiHeadSelfAttention(_QAttention):
 
 @_register
 class QLinearSelfAttention(_QAttention):
-    """v2 `LinearSelfAttention` (separable attention) for QAT."""
+    """v2 `LinearSelfAttention` (separable attention) for QAT, written for the int8 graph.
+
+    Same math as the float layer, in the order that LiteRT's XNNPACK runs in int8:
+    - q, k and v come from three Dense ops on the slices of the float layer's qkv
+      kernel, and the ReLU of v is that Dense's fused activation: a ReLU on a slice of
+      one qkv output stayed a standalone int8 RELU, which XNNPACK does not take (20% of
+      mobilevitv2_050's int8 time, and a split of the delegated graph each time);
+    - the context is one batched matmul, softmax(q)ᵀ [B, P, 1, N] @ k [B, P, N, d],
+      with k symmetric (XNNPACK's int8 BATCH_MATMUL needs zero point 0 on its right
+      operand), instead of a full-size MUL and a SUM over N.
+    """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.fq_qkv = self._fq("fq_qkv")
-        self.fq_scores = self._fq("fq_scores", fixed_range=UNIT_RANGE)
-        self.fq_weighted = self._fq("fq_weighted")
-        self.fq_context = self._fq("fq_context")
+        self.fq_q = self._fq("fq_q")
+        self.fq_k = self._fq("fq_k", symmetric=True)
         self.fq_values = self._fq("fq_values")
+        self.fq_scores = self._fq("fq_scores", fixed_range=UNIT_RANGE)
+        self.fq_context = self._fq("fq_context")
         self.fq_gated = self._fq("fq_gated")
         self.fq_out = self._fq("fq_out")
 
@@ -426,14 +439,16 @@ class QLinearSelfAttention(_QAttention):
         self._build_projections(dim, 1 + 2 * dim)
 
     def call(self, x, training=None):
-        dim = x.shape[-1]
-        qkv = self.fq_qkv(_dense(x, self.qkv_kernel, self.qkv_bias), training=training)
-        q, k, v = qkv[..., :1], qkv[..., 1:1 + dim], qkv[..., 1 + dim:]  # [B, P, N, 1 | d | d]
-        scores = self.fq_scores(ops.softmax(q, axis=2), training=training)
-        scores = self.dropout(scores, training=training)
-        weighted = self.fq_weighted(k * scores, training=training)
-        context = self.fq_context(ops.sum(weighted, axis=2, keepdims=True), training=training)
-        values = self.fq_values(ops.relu(v), training=training)
+        d = x.shape[-1]
+        w, b = self.qkv_kernel, self.qkv_bias  # columns [q | k | v]: 1, d, d
+        q = self.fq_q(_dense(x, w[:, :1], b[:1]), training=training)                 # [B, P, N, 1]
+        k = self.fq_k(_dense(x, w[:, 1:1 + d], b[1:1 + d]), training=training)       # [B, P, N, d]
+        values = self.fq_values(ops.relu(_dense(x, w[:, 1 + d:], b[1 + d:])), training=training)
+        # softmax over the N patches, as a row: [B, P, 1, N] (a single patch gets weight 1)
+        q = ops.transpose(q, (0, 1, 3, 2))
+        scores = ops.ones_like(q) if q.shape[-1] == 1 else ops.softmax(q, axis=-1)
+        scores = self.dropout(self.fq_scores(scores, training=training), training=training)
+        context = self.fq_context(ops.matmul(scores, k), training=training)          # [B, P, 1, d]
         gated = self.fq_gated(values * context, training=training)
         return self.fq_out(_dense(gated, self.out_kernel, self.out_bias), training=training)
 
