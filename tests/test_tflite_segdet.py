@@ -1,0 +1,217 @@
+"""tflite/detection.py and tflite/segmentation.py: the graph ends of detection and
+segmentation models, on tiny stand-in models (a few convs).
+
+Detection: the graph ends in LiteRT's TFLite_Detection_PostProcess, float32 and full
+int8, and its outputs equal an independent decode + per-class NMS of the same raw
+outputs. Segmentation: bilinear upsampling as RESIZE_BILINEAR and the argmax inside
+the graph, uint8 class map or uint8 logits out.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
+
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+
+from tflite import analyze, convert, detection  # noqa: E402
+
+SIZE = 32
+CLASSES = 4  # background + 3
+ANCHORS = 48  # 4x4 cells x 3 anchors
+
+
+def _pixels(n, size=SIZE, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+def _anchors(seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.1, 0.9, (ANCHORS, 2))
+    sizes = rng.uniform(0.1, 0.5, (ANCHORS, 2))
+    return np.concatenate([centres, sizes], 1).astype("float32")  # cx, cy, w, h
+
+
+@pytest.fixture(scope="module")
+def raw_detector():
+    """Pixels in [0, 255] -> box_regressions (1, A, 4), class_logits (1, A, C)."""
+    keras.utils.set_random_seed(1)
+    x = inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255)(x)
+    x = keras.layers.Conv2D(16, 3, strides=4, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)  # 4x4
+    per_cell = ANCHORS // 16
+    boxes = keras.layers.Reshape((ANCHORS, 4))(keras.layers.Conv2D(per_cell * 4, 1)(x))
+    logits = keras.layers.Conv2D(per_cell * CLASSES, 1,
+                                 kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
+    logits = keras.layers.Reshape((ANCHORS, CLASSES))(logits)
+    return keras.Model(inp, {"box_regressions": boxes, "class_logits": logits})
+
+
+SPEC = detection.PostprocessSpec(num_classes=CLASSES - 1, score_threshold=0.3,
+                                 iou_threshold=0.5, max_detections=10, detections_per_class=10)
+
+
+def _convert_detector(model, mode, spec=SPEC):
+    """Export + convert as tflite.convert does (float32, or the converter's own int8)."""
+    import tempfile
+
+    def serve(pixels):
+        if mode == "int8":  # raw uint8 pixels in, as tflite.convert pins them
+            pixels = keras.quantizers.fake_quant_with_min_max_vars(pixels, 0.0, 255.0)
+        raw = model(pixels, training=False)
+        return detection.detection_outputs(raw["box_regressions"], raw["class_logits"],
+                                           _anchors(), spec)
+
+    with tempfile.TemporaryDirectory() as folder:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", serve, input_signature=[
+            tf.TensorSpec((1, SIZE, SIZE, 3), tf.float32, "pixels")])
+        archive.write_out(folder, verbose=False)
+        if mode == "float32":
+            content = convert._run_converter(convert._converter(folder, "float32"))
+        else:
+            content = _quantize(convert.calibrate_tflite(folder, _pixels(16)))
+    return detection.order_outputs(content)
+
+
+def _quantize(calibrated):
+    from tensorflow.lite.python import convert as tfl_convert
+
+    return tfl_convert.mlir_quantize(calibrated, input_data_type=tf.uint8,
+                                     output_data_type=tf.float32)
+
+
+def _run(content, image, keep_tensors=False):
+    it = Interpreter(model_content=content, experimental_preserve_all_tensors=keep_tensors)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    it.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
+    it.invoke()
+    outputs = [it.get_tensor(d["index"]) for d in it.get_output_details()]
+    return outputs, it
+
+
+# An independent reference of what the op computes: decode (variances 0.1 / 0.2), then
+# per foreground class: scores >= threshold, greedy NMS (IoU > threshold suppresses),
+# at most detections_per_class; all classes merged by decreasing score, cut to D rows.
+def _decode(regressions, anchors):
+    centre = regressions[:, :2] * 0.1 * anchors[:, 2:] + anchors[:, :2]
+    size = np.exp(regressions[:, 2:] * 0.2) * anchors[:, 2:]
+    return np.concatenate([centre - size / 2, centre + size / 2], 1)  # x0, y0, x1, y1
+
+
+def _iou(box, boxes):
+    lo, hi = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), 1)
+    area = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], 1)
+    return inter / (area - inter)
+
+
+def _reference(regressions, scores, anchors, spec):
+    boxes, found = _decode(regressions, anchors), []
+    for c in range(1, scores.shape[1]):
+        order = [i for i in np.argsort(-scores[:, c], kind="stable")
+                 if scores[i, c] >= spec.score_threshold]
+        kept = []
+        while order and len(kept) < spec.detections_per_class:
+            best, order = order[0], order[1:]
+            kept.append(best)
+            order = [i for i in order if _iou(boxes[best], boxes[[i]])[0] <= spec.iou_threshold]
+        found += [(scores[i, c], c - 1, boxes[i]) for i in kept]
+    found.sort(key=lambda t: -t[0])
+    found = found[:spec.max_detections]
+    yxyx = np.array([b[[1, 0, 3, 2]] for _, _, b in found]).reshape(-1, 4)
+    return yxyx, np.array([c for _, c, _ in found]), np.array([s for s, _, _ in found])
+
+
+def _check_against_reference(outputs, regressions, scores, spec):
+    boxes, classes, probs, count = outputs
+    n = int(count[0])
+    want_boxes, want_classes, want_scores = _reference(regressions, scores, _anchors(), spec)
+    assert n == len(want_classes) and n > 3  # a non-degenerate case
+    np.testing.assert_array_equal(classes[0, :n].astype(int), want_classes)
+    np.testing.assert_allclose(probs[0, :n], want_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(boxes[0, :n], want_boxes, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_detector_ends_in_the_postprocess_op_with_the_outputs_apps_expect(raw_detector, mode):
+    content = _convert_detector(raw_detector, mode)
+    graph = analyze.load(content)
+    assert [op.name for op in analyze.non_builtin_ops(graph)] == [f"CUSTOM:{detection.OP_NAME}"]
+    assert graph.ops[-1].name == f"CUSTOM:{detection.OP_NAME}"
+    assert [t.name for t in graph.outputs] == list(detection.TENSOR_NAMES)
+    assert [(t.shape, t.dtype) for t in graph.outputs] == [
+        ((1, 10, 4), "float32"), ((1, 10), "float32"), ((1, 10), "float32"), ((1,), "float32")]
+    assert graph.inputs[0].dtype == ("float32" if mode == "float32" else "uint8")
+    # the anchors are a constant input of the op, in y, x, h, w order
+    anchors = graph.ops[-1].inputs[2]
+    assert anchors.is_constant and anchors.shape == (ANCHORS, 4)
+
+
+def test_float32_postprocess_equals_decode_and_nms_of_the_keras_outputs(raw_detector):
+    content = _convert_detector(raw_detector, "float32")
+    image = _pixels(1, seed=5)[0]
+    outputs, _ = _run(content, image)
+    raw = raw_detector(image[None])
+    scores = keras.ops.convert_to_numpy(keras.ops.softmax(raw["class_logits"], axis=-1))[0]
+    _check_against_reference(outputs, keras.ops.convert_to_numpy(raw["box_regressions"])[0],
+                             scores, SPEC)
+
+
+def test_int8_postprocess_equals_decode_and_nms_of_its_own_raw_outputs(raw_detector):
+    """The int8 graph's op sees dequantized int8 encodings and scores: decoding those
+    exactly as the reference does proves the wiring (order, anchors, scales, classes)."""
+    content = _convert_detector(raw_detector, "int8")
+    graph = analyze.load(content)
+    op = graph.ops[-1]
+    assert graph.inputs[0].scale == (1.0,) and graph.inputs[0].zero_point == (0,)
+    outputs, it = _run(content, _pixels(1, seed=5)[0].round(), keep_tensors=True)
+    encodings, scores = (it.get_tensor(t.index)[0] for t in op.inputs[:2])
+    _check_against_reference(outputs, encodings[:, [1, 0, 3, 2]], scores, SPEC)
+
+
+def test_int8_detections_close_to_keras(raw_detector):
+    content = _convert_detector(raw_detector, "int8")
+    float_content = _convert_detector(raw_detector, "float32")
+    checked = 0
+    for seed in range(3):
+        image = _pixels(1, seed=10 + seed)[0].round()
+        (b8, c8, s8, n8), _ = _run(content, image)
+        (bf, cf, sf, nf), _ = _run(float_content, image)
+        # each confident float detection has an int8 one of its class within a pixel
+        for box, cls, score in zip(bf[0], cf[0], sf[0][: int(nf[0])]):
+            if score < 0.5:
+                continue
+            same = c8[0, : int(n8[0])] == cls
+            err = np.abs(b8[0, : int(n8[0])][same] - box).max(axis=1) * SIZE
+            assert err.size and err.min() < 1.0
+            checked += 1
+    assert checked >= 10
+
+
+def test_spec_from_official_config_and_signature():
+    from types import SimpleNamespace
+
+    v02 = SimpleNamespace(score_threshold=0.01, nms_iou_threshold=0.5, pre_nms_top_k=400,
+                          max_per_class=None, max_detections=200)
+    spec = detection.PostprocessSpec.from_config(v02, classes=81)
+    assert (spec.num_classes, spec.max_detections, spec.detections_per_class) == (80, 200, 200)
+    assert spec.scales == (10.0, 10.0, 5.0, 5.0)
+    v01 = SimpleNamespace(score_threshold=0.05, nms_iou_threshold=0.5, pre_nms_top_k=None,
+                          max_per_class=200, max_detections=None)
+    spec = detection.PostprocessSpec.from_config(v01, classes=81, nms="fast")
+    assert (spec.max_detections, spec.detections_per_class) == (100, 100)
+    signature = spec.implements_signature()
+    assert signature.startswith('name: "TFLite_Detection_PostProcess" ')
+    for part in ('key: "use_regular_nms" value { b: false }', 'key: "num_classes" value { i: 80 }',
+                 'key: "nms_score_threshold" value { f: 0.05 }', 'key: "h_scale" value { f: 5.0 }'):
+        assert part in signature
+    with pytest.raises(ValueError, match="nms must be"):
+        detection.PostprocessSpec(3, 0.5, 0.5, nms="greedy")
+    with pytest.raises(ValueError, match="anchors must be"):
+        detection.anchors_yxhw(np.zeros((5, 3)))
