@@ -16,7 +16,8 @@ pytest.importorskip("ai_edge_litert")
 
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from tflite import analyze, convert, detection  # noqa: E402
+from keras_mobilevit import layers as kmv_layers  # noqa: E402
+from tflite import analyze, convert, detection, segmentation  # noqa: E402
 
 SIZE = 32
 CLASSES = 4  # background + 3
@@ -215,3 +216,97 @@ def test_spec_from_official_config_and_signature():
         detection.PostprocessSpec(3, 0.5, 0.5, nms="greedy")
     with pytest.raises(ValueError, match="anchors must be"):
         detection.anchors_yxhw(np.zeros((5, 3)))
+
+
+# --- segmentation ------------------------------------------------------------------
+
+SEG_SIZE, SEG_CLASSES = 64, 5
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["half_pixel", "align_corners"])
+def segmenter(request):
+    """Pixels -> stride-16 logits -> bilinear resize to the input (torch's rule, as
+    constant matmuls), the way keras_mobilevit's DeepLabV3 ends."""
+    keras.utils.set_random_seed(2)
+    x = inp = keras.Input((SEG_SIZE, SEG_SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255)(x)
+    for _ in range(4):
+        x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    logits = keras.layers.Conv2D(SEG_CLASSES, 1, kernel_initializer=keras.initializers.RandomNormal(
+        0, 3))(x)  # (4, 4), logits of order 1
+    out = kmv_layers.PatchResize(align_corners=request.param)([logits, inp])
+    return keras.Model(inp, out)
+
+
+def _convert_segmenter(model, mode, output):
+    import tempfile
+
+    trunk, align_corners = segmentation.split_upsampling(model)
+
+    def serve(pixels):
+        if mode == "int8":
+            pixels = keras.quantizers.fake_quant_with_min_max_vars(pixels, 0.0, 255.0)
+        return segmentation.segmentation_outputs(trunk(pixels, training=False),
+                                                 (SEG_SIZE, SEG_SIZE), align_corners, output)
+
+    with tempfile.TemporaryDirectory() as folder:
+        archive = keras.export.ExportArchive()
+        archive.track(trunk)
+        archive.add_endpoint("serve", serve, input_signature=[
+            tf.TensorSpec((1, SEG_SIZE, SEG_SIZE, 3), tf.float32, "pixels")])
+        archive.write_out(folder, verbose=False)
+        if mode == "float32":
+            return convert._run_converter(convert._converter(folder, "float32"))
+        return convert.quantize_calibrated(
+            convert.calibrate_tflite(folder, _pixels(16, SEG_SIZE)))
+
+
+def test_split_upsampling_finds_the_resize_to_the_input(segmenter):
+    trunk, align_corners = segmentation.split_upsampling(segmenter)
+    assert trunk.output.shape == (None, 4, 4, SEG_CLASSES)
+    assert align_corners == segmenter.layers[-1].align_corners
+    plain = keras.Model(segmenter.input, segmenter.layers[-2].output)
+    assert segmentation.split_upsampling(plain) == (plain, None)
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_segmenter_class_map_in_the_graph(segmenter, mode):
+    content = _convert_segmenter(segmenter, mode, "class")
+    graph = analyze.load(content)
+    assert analyze.non_builtin_ops(graph) == []
+    names = [op.name for op in graph.ops]
+    assert names.count("RESIZE_BILINEAR") == 1 and "BATCH_MATMUL" not in names
+    assert names[-2:] == ["ARG_MAX", "CAST"]
+    assert [(t.shape, t.dtype) for t in graph.outputs] == [((1, SEG_SIZE, SEG_SIZE), "uint8")]
+    if mode == "int8":
+        assert graph.inputs[0].dtype == "uint8" and graph.inputs[0].scale == (1.0,)
+        assert analyze.float_ops(graph) == []  # integer resize and argmax
+        resize = next(op for op in graph.ops if op.name == "RESIZE_BILINEAR")
+        assert resize.inputs[0].dtype == "int8"
+    images = _pixels(4, SEG_SIZE, seed=3).round()
+    want = np.argmax(keras.ops.convert_to_numpy(segmenter(images)), axis=-1)
+    got = np.concatenate([_run(content, image)[0][0] for image in images])
+    agreement = np.mean(got == want)
+    assert agreement > (0.999 if mode == "float32" else 0.95), agreement
+
+
+def test_segmenter_logits_out(segmenter):
+    images = _pixels(2, SEG_SIZE, seed=4).round()
+    want = keras.ops.convert_to_numpy(segmenter(images))
+    float_content = _convert_segmenter(segmenter, "float32", "logits")
+    got = np.concatenate([_run(float_content, image)[0][0] for image in images])
+    np.testing.assert_allclose(got, want, atol=1e-4)  # RESIZE_BILINEAR == torch's rule
+    graph = analyze.load(_convert_segmenter(segmenter, "int8", "logits"))
+    out = graph.outputs[0]
+    assert (out.shape, out.dtype) == ((1, SEG_SIZE, SEG_SIZE, SEG_CLASSES), "uint8")
+    q = np.stack([_run(graph.content, image)[0][0][0] for image in images])
+    dequantized = (q.astype("float32") - out.zero_point[0]) * out.scale[0]
+    assert np.abs(dequantized - want).max() < 8 * out.scale[0] + 0.05 * np.abs(want).max()
+
+
+def test_segmentation_outputs_rejects_bad_requests():
+    logits = tf.zeros((1, 4, 4, 3))
+    with pytest.raises(ValueError, match="output must be one of"):
+        segmentation.segmentation_outputs(logits, (16, 16), False, "mask")
+    with pytest.raises(ValueError, match="input-size logits"):
+        segmentation.segmentation_outputs(logits, (16, 16), None)
