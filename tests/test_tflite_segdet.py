@@ -17,7 +17,7 @@ pytest.importorskip("ai_edge_litert")
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from keras_mobilevit import layers as kmv_layers  # noqa: E402
-from tflite import analyze, convert, detection, segmentation  # noqa: E402
+from tflite import analyze, convert, detection, segmentation, tasks  # noqa: E402
 
 SIZE = 32
 CLASSES = 4  # background + 3
@@ -55,35 +55,39 @@ SPEC = detection.PostprocessSpec(num_classes=CLASSES - 1, score_threshold=0.3,
                                  iou_threshold=0.5, max_detections=10, detections_per_class=10)
 
 
-def _convert_detector(model, mode, spec=SPEC):
-    """Export + convert as tflite.convert does (float32, or the converter's own int8)."""
+def _convert(model, mode, **task_options):
+    """Export + convert as tflite.convert does (float32, or the converter's own int8)
+    through `tasks.resolve`."""
     import tempfile
+
+    from tensorflow.lite.python import convert as tfl_convert
+
+    trunk, head = tasks.resolve(model, **task_options)
+    size = trunk.inputs[0].shape[1:3]
 
     def serve(pixels):
         if mode == "int8":  # raw uint8 pixels in, as tflite.convert pins them
             pixels = keras.quantizers.fake_quant_with_min_max_vars(pixels, 0.0, 255.0)
-        raw = model(pixels, training=False)
-        return detection.detection_outputs(raw["box_regressions"], raw["class_logits"],
-                                           _anchors(), spec)
+        return head.outputs(trunk(pixels, training=False))
 
     with tempfile.TemporaryDirectory() as folder:
         archive = keras.export.ExportArchive()
-        archive.track(model)
+        archive.track(trunk)
         archive.add_endpoint("serve", serve, input_signature=[
-            tf.TensorSpec((1, SIZE, SIZE, 3), tf.float32, "pixels")])
+            tf.TensorSpec((1, *size, 3), tf.float32, "pixels")])
         archive.write_out(folder, verbose=False)
         if mode == "float32":
             content = convert._run_converter(convert._converter(folder, "float32"))
         else:
-            content = _quantize(convert.calibrate_tflite(folder, _pixels(16)))
-    return detection.order_outputs(content)
+            calibrated = convert.calibrate_tflite(folder, _pixels(16, size[0]))
+            content = tfl_convert.mlir_quantize(
+                calibrated, input_data_type=tf.uint8,
+                output_data_type=getattr(tf, head.output_dtype("uint8")))
+    return head.finish(content)
 
 
-def _quantize(calibrated):
-    from tensorflow.lite.python import convert as tfl_convert
-
-    return tfl_convert.mlir_quantize(calibrated, input_data_type=tf.uint8,
-                                     output_data_type=tf.float32)
+def _convert_detector(model, mode, spec=SPEC):
+    return _convert(model, mode, postprocess=spec, anchors=_anchors())
 
 
 def _run(content, image, keep_tensors=False):
@@ -239,26 +243,7 @@ def segmenter(request):
 
 
 def _convert_segmenter(model, mode, output):
-    import tempfile
-
-    trunk, align_corners = segmentation.split_upsampling(model)
-
-    def serve(pixels):
-        if mode == "int8":
-            pixels = keras.quantizers.fake_quant_with_min_max_vars(pixels, 0.0, 255.0)
-        return segmentation.segmentation_outputs(trunk(pixels, training=False),
-                                                 (SEG_SIZE, SEG_SIZE), align_corners, output)
-
-    with tempfile.TemporaryDirectory() as folder:
-        archive = keras.export.ExportArchive()
-        archive.track(trunk)
-        archive.add_endpoint("serve", serve, input_signature=[
-            tf.TensorSpec((1, SEG_SIZE, SEG_SIZE, 3), tf.float32, "pixels")])
-        archive.write_out(folder, verbose=False)
-        if mode == "float32":
-            return convert._run_converter(convert._converter(folder, "float32"))
-        return convert.quantize_calibrated(
-            convert.calibrate_tflite(folder, _pixels(16, SEG_SIZE)))
+    return _convert(model, mode, segmentation_output=output)
 
 
 def test_split_upsampling_finds_the_resize_to_the_input(segmenter):
@@ -310,3 +295,18 @@ def test_segmentation_outputs_rejects_bad_requests():
         segmentation.segmentation_outputs(logits, (16, 16), False, "mask")
     with pytest.raises(ValueError, match="input-size logits"):
         segmentation.segmentation_outputs(logits, (16, 16), None)
+
+
+def test_task_of_reads_the_outputs(raw_detector, segmenter):
+    assert tasks.task_of(raw_detector) == "detection"
+    assert tasks.task_of(segmenter) == "segmentation"
+    inp = keras.Input((8, 8, 3))
+    classifier = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))
+    trunk, head = tasks.resolve(classifier)
+    assert trunk is classifier and head.task == "classification" and head.custom_ops == ()
+    with pytest.raises(ValueError, match="task must be"):
+        tasks.resolve(classifier, task="pose")
+    with pytest.raises(ValueError, match="segmentation_output must be"):
+        tasks.resolve(segmenter, segmentation_output="mask")
+    with pytest.raises(ValueError, match="post-processing settings"):
+        tasks.resolve(raw_detector)  # no SSDPostprocess layer, not named ssdlite_*
