@@ -33,12 +33,18 @@ Example:
 import dataclasses
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
+from flatbuffers import flexbuffers
 
 from tflite import analyze
 
 OP_NAME = "TFLite_Detection_PostProcess"
 OUTPUT_NAMES = ("boxes", "classes", "scores", "count")
+OUTPUT_MEANINGS = (
+    "boxes (1, D, 4): ymin, xmin, ymax, xmax as fractions of the input (not clipped)",
+    "classes (1, D): class index without the background, value i = line i of the labels file",
+    "scores (1, D): class probability (softmax)",
+    "count (1,): number of valid rows in the three others",
+)
 # TensorFlow Object Detection API names of the four outputs, which apps look up.
 TENSOR_NAMES = (OP_NAME, f"{OP_NAME}:1", f"{OP_NAME}:2", f"{OP_NAME}:3")
 CENTER_VARIANCE, SIZE_VARIANCE = 0.1, 0.2
@@ -176,41 +182,44 @@ def detection_outputs(box_regressions, class_logits, anchors_cxcywh, spec):
 
 def postprocess_op(model):
     """The graph's one `TFLite_Detection_PostProcess` op (an `analyze.Op`), or None."""
-    found = [op for op in analyze.load(model).ops if op.name == f"CUSTOM:{OP_NAME}"]
+    found = [op for op in analyze.load(model).ops if op.custom_name == OP_NAME]
     if len(found) > 1:
         raise ValueError(f"{len(found)} {OP_NAME} ops in one graph; expected one")
     return found[0] if found else None
 
 
-def _max_detections(model, op):
-    """The op's `max_detections` attribute (from its flexbuffer custom options)."""
-    import flatbuffers.flexbuffers
+def _op_and_attributes(graph):
+    op = postprocess_op(graph)
+    if op is None:
+        raise ValueError(f"no {OP_NAME} op in the graph")
+    raw = graph.model.subgraphs[0].operators[op.index].customOptions
+    return op, flexbuffers.Loads(bytes(bytearray(raw)))
 
-    raw = model.subgraphs[0].operators[op.index].customOptions
-    return int(flatbuffers.flexbuffers.Loads(bytes(bytearray(raw)))["max_detections"])
+
+def op_attributes(model):
+    """The attributes of the graph's `TFLite_Detection_PostProcess` op (its flexbuffer
+    custom options: num_classes, max_detections, nms_score_threshold, ...)."""
+    return _op_and_attributes(analyze.load(model))[1]
 
 
 def order_outputs(content):
     """`.tflite` bytes whose outputs are the op's, in the order apps expect (boxes,
-    classes, scores, count) and named as the Object Detection API names them.
+    classes, scores, count), named as the Object Detection API names them, with their
+    shapes written in.
 
-    The converter lists the outputs in an order of its own; MediaPipe's ObjectDetector
-    (without metadata) and the usual Android code read them by position.
+    The converter lists the outputs in an order of its own and leaves their shapes
+    unknown until the op runs; MediaPipe's ObjectDetector and the usual Android code
+    read them by position, metadata writers and the .json spec read the shapes.
     """
-    op = postprocess_op(content)
-    if op is None:
-        raise ValueError(f"no {OP_NAME} op in the graph")
-    model = schema.ModelT.InitFromPackedBuf(bytearray(analyze.read_bytes(content)), 0)
+    graph = analyze.load(content)
+    op, attributes = _op_and_attributes(graph)
+    model, wanted = graph.model, [t.index for t in op.outputs]
     sg = model.subgraphs[0]
-    wanted = [t.index for t in op.outputs]
     if sorted(wanted) != sorted(int(t) for t in sg.outputs):
         raise ValueError(f"the graph's outputs are not exactly the {OP_NAME} outputs")
     sg.outputs = wanted
-    rows = _max_detections(model, op)
-    shapes = ([1, rows, 4], [1, rows], [1, rows], [1])
-    for index, name, shape in zip(wanted, TENSOR_NAMES, shapes):
-        # The converter leaves the shapes unknown until the op's Prepare: written
-        # here, the .json spec and metadata writers can read them from the file.
+    rows = int(attributes["max_detections"])
+    for index, name, shape in zip(wanted, TENSOR_NAMES, ([1, rows, 4], [1, rows], [1, rows], [1])):
         sg.tensors[index].name = name
         sg.tensors[index].shape = shape
         sg.tensors[index].shapeSignature = None

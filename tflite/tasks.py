@@ -80,6 +80,13 @@ def task_of(model):
     return "classification"
 
 
+def label_count(model):
+    """How many labels the model's classes take (a detector's without the background)."""
+    if task_of(model) == "detection":
+        return model.output["class_logits"].shape[-1] - 1
+    return model.outputs[0].shape[-1]
+
+
 def resolve(model, task="auto", *, segmentation_output="class", postprocess=None,
             anchors=None, input_size=None):
     """(trunk model, Head) for converting `model`.
