@@ -29,4 +29,11 @@ setup(
     package_data={"keras_mobilevit": ["data/*.json", "data/*.md"]},
     install_requires=["keras>=3.15,<4", "numpy>=2.0,<3", "h5py>=3.10"],
     extras_require=EXTRAS,
+    # training/ finds these by group and never imports tflite by name (training/train.py
+    # PLUGIN_GROUP: `--qat` runs tflite.qat_train.main; training/models.py LAYER_PLUGINS:
+    # modules whose import registers Keras layers, so their saved models load).
+    entry_points={
+        "keras_mobilevit.training_plugins": ["qat = tflite.qat_train:main"],
+        "keras_mobilevit.keras_layers": ["qat = tflite.qat"],
+    },
 )

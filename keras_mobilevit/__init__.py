@@ -1,4 +1,5 @@
-"""MobileViT v1, v2 and v3 for Keras 3, with the official ImageNet weights.
+"""MobileViT v1, v2 and v3 for Keras 3, with the official ImageNet weights, and DeepLabV3
+segmentation on every MobileViT backbone.
 
 Example:
     >>> import keras_mobilevit
@@ -8,6 +9,7 @@ Example:
 """
 
 from keras_mobilevit.architectures import get_family, list_models
+from keras_mobilevit.detection import SSDLite, model_anchors
 from keras_mobilevit.imagenet import decode_predictions
 from keras_mobilevit.models import (
     MobileViT,
@@ -25,13 +27,17 @@ from keras_mobilevit.models import (
     MobileViTv3_075,
     MobileViTv3_100,
     MobileViTv3S,
+    MobileViTv3S_L2,
     MobileViTv3XS,
+    MobileViTv3XS_L2,
     MobileViTv3XXS,
+    MobileViTv3XXS_L2,
     create_backbone,
     create_model,
     get_feature_extractor,
     preprocess_input,
 )
+from keras_mobilevit.segmentation import DeepLabV3
 from keras_mobilevit.torch_reader import CheckpointError
 from keras_mobilevit.weights import load_weights
 

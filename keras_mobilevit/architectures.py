@@ -1,4 +1,5 @@
-"""The 16 MobileViT variants as data: one table per family, one row per variant.
+"""The MobileViT variants and their DeepLabV3 heads as data: one row per family, per
+variant and per head code version.
 
 Every number here comes from the official configs (apple/ml-cvnets cvnets-v0.1 and
 v0.2, micronDLA/MobileViTv3) and is pinned by the exact parameter counts in the tests.
@@ -14,7 +15,8 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """What one family does differently inside the MobileViT block (and nothing else).
+    """What one family does differently: inside the MobileViT block, in how it reaches
+output stride 16 / 8, and which DeepLabV3 head its official code builds.
 
     Attributes:
         name: "v1", "v2", "v3_v1" (v3 built on v1) or "v3_v2" (v3 built on v2).
@@ -33,6 +35,12 @@ class Family:
         bgr: the official weights were trained on BGR pixels (OpenCV loader).
         head_expansion: v1-style nets end with a 1x1 conv to min(4*C, 960) channels.
         classifier_dropout: dropout before the classifier (training only).
+        block_dilation: whether the MobileViT block's local 3x3 conv takes the stage's
+            dilation at output stride 16 / 8. cvnets v0.2 (v2, v3(v2)) passes it; cvnets
+            v0.1 (v1, v3(v1)) computes it and never applies it, so "output stride 16"
+            there just removes layer_5's stride (only the inverted residual of layer_5
+            is dilated, by 2, at output stride 8).
+        seg_head: the key of the DeepLabV3 head its official code builds (`SEG_HEADS`).
     """
 
     name: str
@@ -43,13 +51,58 @@ class Family:
     bgr: bool
     head_expansion: bool
     classifier_dropout: float
+    block_dilation: bool
+    seg_head: str
 
 
-FAMILIES = {
-    "v1": Family("v1", "mha", False, "input_global_3x3", "unfold", True, True, 0.1),
-    "v3_v1": Family("v3_v1", "mha", True, "local_global_1x1_add", "unfold", True, True, 0.1),
-    "v2": Family("v2", "linear", True, "none", "input", False, False, 0.0),
-    "v3_v2": Family("v3_v2", "linear", True, "global_local_1x1_add", "input", False, False, 0.0),
+FAMILIES = {family.name: family for family in [
+    #      name     attention local_dw fusion                  resize    bgr    head_exp drop  block_dil seg_head
+    Family("v1",    "mha",    False,   "input_global_3x3",     "unfold", True,  True,    0.1,  False,    "v0.1"),
+    Family("v3_v1", "mha",    True,    "local_global_1x1_add", "unfold", True,  True,    0.1,  False,    "v0.1"),
+    Family("v2",    "linear", True,    "none",                 "input",  False, False,   0.0,  True,     "v0.2"),
+    Family("v3_v2", "linear", True,    "global_local_1x1_add", "input",  False, False,   0.0,  True,     "v0.2"),
+]}
+
+
+@dataclasses.dataclass(frozen=True)
+class SegHead:
+    """The DeepLabV3 head as one official code version builds it (on out_l5, without
+    the v1-style 1x1 expansion; ReLU inside the head, the backbone keeps Swish).
+
+    ASPP = 1x1 conv + three 3x3 atrous convs + image pooling (global average -> 1x1
+    conv -> broadcast), `aspp_channels` each, concatenated, 1x1 projection, dropout.
+
+    Attributes:
+        code: "cvnets-v0.1" (v1, v3 XXS/XS/S) or "cvnets-v0.2" (v2, v3 0.5/0.75/1.0).
+        aspp_channels: width of every ASPP branch and of its projection.
+        aspp_spatial_dropout: the ASPP dropout drops whole channels (Dropout2d, v0.2)
+            or single activations (Dropout, v0.1); rate 0.1 in both.
+        classifier_dropout: Dropout2d before the classifier (v0.1 only).
+        classifier: official key prefix of the 1x1 classifier conv (with bias).
+        aux_head: an auxiliary head on out_l4 (3x3 conv to max(C4 // 4, 128) + BN + ReLU,
+            Dropout2d 0.1, 1x1 conv), trained with weight 0.4 and unused at inference.
+        align_corners: of the final bilinear upsampling (x output_stride in the model).
+    """
+
+    code: str
+    aspp_channels: int
+    aspp_spatial_dropout: bool
+    classifier_dropout: float
+    classifier: str
+    aux_head: bool
+    align_corners: bool
+    aspp_dropout: float = 0.1
+    aux_dropout: float = 0.1
+
+
+SEG_HEADS = {
+    # VOC configs: v0.1 config/segmentation/deeplabv3_mobilevit_*.yaml (MobileViTv3-v1 the
+    # same); v0.2 config/segmentation/{pascal_voc,ade20k}/deeplabv3_mobilevitv2.yaml
+    # (MobileViTv3-v2 .../deeplabv3_mobilevitv3.yaml the same).
+    "v0.1": SegHead("cvnets-v0.1", 256, False, 0.1, "seg_head.classifier.classifier",
+                    aux_head=False, align_corners=False),
+    "v0.2": SegHead("cvnets-v0.2", 512, True, 0.0, "seg_head.classifier",
+                    aux_head=True, align_corners=True),
 }
 
 
@@ -80,6 +133,7 @@ class Spec:
     stages: tuple
     dropout: float = 0.0  # inside transformer layers (v1 style only)
     heads: int = 4  # v1-style attention heads
+    segmentation: bool = True  # the official code has a DeepLabV3 config for it
 
     @property
     def head_channels(self):
@@ -88,13 +142,15 @@ class Spec:
         return min(4 * last, 960) if self.family.head_expansion else last
 
 
-def _v1_style(name, family, expansion, dropout, widths):
-    """widths: (s2, s4, (s8, d8), (s16, d16), (s32, d32)); ffn = 2 * d everywhere."""
+def _v1_style(name, family, expansion, dropout, widths, depths=(2, 4, 3), segmentation=True):
+    """widths: (s2, s4, (s8, d8), (s16, d16), (s32, d32)); ffn = 2 * d everywhere;
+    depths: transformer layers in the MobileViT blocks of stages 3, 4, 5."""
     s2, s4, *vit = widths
     stages = (Stage(s2, 1), Stage(s4, 3)) + tuple(
-        Stage(out, 1, dim, 2 * dim, depth) for (out, dim), depth in zip(vit, (2, 4, 3))
+        Stage(out, 1, dim, 2 * dim, depth) for (out, dim), depth in zip(vit, depths)
     )
-    return Spec(name, FAMILIES[family], 16, expansion, stages, dropout)
+    return Spec(name, FAMILIES[family], 16, expansion, stages, dropout,
+                segmentation=segmentation)
 
 
 def make_divisible(v, divisor=8, min_value=None):
@@ -121,7 +177,11 @@ def _v2_style(name, family, width):
 _V2_WIDTHS = (("050", 0.5), ("075", 0.75), ("100", 1.0), ("125", 1.25),
                ("150", 1.5), ("175", 1.75), ("200", 2.0))
 
-# Registry order: v1, v2, v3 (v1-based), v3 (v2-based), as in the papers.
+# The v3 "L2" classifiers (MobileViTv3-v1 modes *_v3_fast): the v3 XXS/XS/S rows with 2
+# instead of 4 transformer layers in layer 4; no segmentation config upstream.
+_L2 = dict(depths=(2, 2, 3), segmentation=False)
+
+# Registry order: v1, v2, v3 (v1-based), v3 (v2-based), as in the papers, then v3 L2.
 SPECS = {spec.name: spec for spec in [
     #          name               family   exp  drop   s2  s4   (s8, d)     (s16, d)    (s32, d)
     _v1_style("mobilevit_xxs",    "v1",    2,   0.05, (16, 24,  (48, 64),   (64, 80),   (80, 96))),
@@ -132,6 +192,9 @@ SPECS = {spec.name: spec for spec in [
     _v1_style("mobilevitv3_xs",   "v3_v1", 4,   0.1,  (32, 48,  (96, 96),   (160, 120), (160, 144))),
     _v1_style("mobilevitv3_s",    "v3_v1", 4,   0.1,  (32, 64,  (128, 144), (256, 192), (320, 240))),
     *(_v2_style(f"mobilevitv3_{tag}", "v3_v2", width) for tag, width in _V2_WIDTHS[:3]),
+    _v1_style("mobilevitv3_xxs_l2", "v3_v1", 2, 0.05, (16, 24, (64, 64),   (80, 80),   (128, 96)), **_L2),
+    _v1_style("mobilevitv3_xs_l2",  "v3_v1", 4, 0.1,  (32, 48, (96, 96),   (160, 120), (160, 144)), **_L2),
+    _v1_style("mobilevitv3_s_l2",   "v3_v1", 4, 0.1,  (32, 64, (128, 144), (256, 192), (320, 240)), **_L2),
 ]}
 
 
@@ -147,6 +210,11 @@ def get_spec(name):
             f"Unknown MobileViT model {name!r}. Valid names: {', '.join(SPECS)}."
         )
     return SPECS[name]
+
+
+def segmentation_models():
+    """Variants with an official DeepLabV3 config (all but the v3 L2 classifiers)."""
+    return [name for name, spec in SPECS.items() if spec.segmentation]
 
 
 def get_family(name):

@@ -32,7 +32,7 @@ def torch_padding(kernel_size, strides, dilation_rate=1):
 
 @_register
 class ConvNormAct(keras.layers.Layer):
-    """Conv (no bias) -> optional BatchNorm -> optional swish, padded like PyTorch.
+    """Conv (no bias) -> optional BatchNorm -> optional swish or ReLU, padded like PyTorch.
 
     Strided convs pad (k - 1) // 2 * dilation on every side, as PyTorch does; Keras'
     "same" would pad (0, 1) on even inputs and shift every feature map by a pixel.
@@ -44,7 +44,7 @@ class ConvNormAct(keras.layers.Layer):
         dilation_rate: dilation of the kernel (for output strides 16 and 8).
         depthwise: a depthwise conv (groups == channels).
         use_norm: add BatchNorm(eps=1e-5).
-        activation: "swish" or None.
+        activation: "swish" (the backbones), "relu" (the segmentation heads) or None.
     """
 
     def __init__(self, filters, kernel_size=1, strides=1, dilation_rate=1,
@@ -56,6 +56,8 @@ class ConvNormAct(keras.layers.Layer):
         self.dilation_rate = dilation_rate
         self.depthwise = depthwise
         self.use_norm = use_norm
+        if activation not in ("swish", "relu", None):
+            raise ValueError(f"`activation` must be 'swish', 'relu' or None; got {activation!r}.")
         self.activation = activation
         self.pad, padding = torch_padding(kernel_size, strides, dilation_rate)
         common = dict(kernel_size=kernel_size, strides=strides, padding=padding,
@@ -86,6 +88,8 @@ class ConvNormAct(keras.layers.Layer):
             x = self.norm(x, training=training)
         if self.activation == "swish":
             x = ops.silu(x)
+        elif self.activation == "relu":
+            x = ops.relu(x)
         return x
 
     def compute_output_shape(self, input_shape):
@@ -125,23 +129,85 @@ class Preprocess(keras.layers.Layer):
                 "reverse_channels": self.reverse_channels}
 
 
-def _resize_axis(x, out_len, axis, align_corners):
-    """Bilinear resampling along one axis, exactly as torch's F.interpolate does it."""
-    in_len = ops.shape(x)[axis]
-    in_f = ops.cast(in_len, "float32")
-    out_f = ops.cast(out_len, "float32")
-    i = ops.cast(ops.arange(out_len), "float32")
+def torch_source_index(out_len, in_len, align_corners, xp=ops):
+    """Where output pixel i samples the input, as torch's bilinear F.interpolate computes
+    it: (i0, i1, weight of i1) per output pixel, each [out_len].
+
+    `xp` is `keras.ops` (symbolic lengths) or `numpy` (static lengths, for constant
+    matrices); the rule is written once for both.
+    """
+    i = xp.arange(out_len) * 1.0
+    in_f, out_f = in_len * 1.0, out_len * 1.0
     if align_corners:
-        src = i * (in_f - 1.0) / ops.maximum(out_f - 1.0, 1.0)
-    else:
-        src = ops.maximum((i + 0.5) * in_f / out_f - 0.5, 0.0)
-    i0 = ops.cast(ops.floor(src), "int32")
-    i1 = ops.minimum(i0 + 1, in_len - 1)
-    w = src - ops.cast(i0, "float32")
+        src = i * (in_f - 1.0) / xp.maximum(out_f - 1.0, 1.0)
+    else:  # half-pixel centres, clamped at 0 (torch does not clamp the upper end)
+        src = xp.maximum((i + 0.5) * in_f / out_f - 0.5, 0.0)
+    i0 = xp.floor(src)
+    i1 = xp.minimum(i0 + 1, in_len - 1)
+    return i0, i1, src - i0
+
+
+def resize_matrix(in_len, out_len, align_corners):
+    """[out_len, in_len] float32 numpy matrix of torch's bilinear weights along one axis."""
+    i0, i1, frac = torch_source_index(out_len, in_len, align_corners, xp=np)
+    m = np.zeros((out_len, in_len), "float32")
+    rows = np.arange(out_len)
+    np.add.at(m, (rows, i0.astype(int)), 1.0 - frac)
+    np.add.at(m, (rows, i1.astype(int)), frac)
+    return m
+
+
+def _resize_axis(x, out_len, axis, align_corners):
+    """Bilinear resampling along one axis (1 or 2) with a symbolic length (gathers)."""
+    in_len = ops.shape(x)[axis]
+    i0, i1, w = torch_source_index(ops.cast(out_len, "float32"), ops.cast(in_len, "float32"),
+                                   align_corners)
+    i0, i1 = ops.cast(i0, "int32"), ops.cast(i1, "int32")
     shape = [1, 1, 1, 1]
     shape[axis] = -1
     w = ops.cast(ops.reshape(w, shape), x.dtype)
     return ops.take(x, i0, axis=axis) * (1.0 - w) + ops.take(x, i1, axis=axis) * w
+
+
+def resize_bilinear(x, size, align_corners=False):
+    """Resize [B, H, W, C] to `size` = (out_h, out_w) exactly as torch's bilinear
+    `F.interpolate(x, size, mode="bilinear", align_corners=...)` does.
+
+    Static sizes become at most two matmuls with constant [out, in] matrices (exported
+    graphs then hold matmuls, which XNNPACK and GPU delegates take, instead of GATHER
+    ops; an axis whose size does not change costs nothing); symbolic sizes use gathers.
+
+    Example:
+        >>> y = resize_bilinear(x, (512, 512), align_corners=True)   # [B, 512, 512, C]
+    """
+    h, w = x.shape[1], x.shape[2]
+    out_h, out_w = size
+    static = all(isinstance(n, int) for n in (h, w, out_h, out_w))
+    if static:
+        if out_h != h:  # [out_h, h] x [B, h, W, C]
+            m = ops.convert_to_tensor(resize_matrix(h, out_h, align_corners), dtype=x.dtype)
+            x = ops.einsum("oh,bhwc->bowc", m, x)
+        if out_w != w:
+            m = ops.convert_to_tensor(resize_matrix(w, out_w, align_corners), dtype=x.dtype)
+            x = ops.einsum("ow,bhwc->bhoc", m, x)
+        return x
+    x = _resize_axis(x, out_h, 1, align_corners)
+    return _resize_axis(x, out_w, 2, align_corners)
+
+
+def _spatial_size(x):
+    """[H, W] of [B, H, W, C]: Python ints where static, scalar tensors where not."""
+    return [x.shape[i] if x.shape[i] is not None else ops.shape(x)[i] for i in (1, 2)]
+
+
+def _resized_shape(input_shape, rule):
+    """Output shape of a resize layer: the `like` input's H, W for [x, like] inputs, else
+    `rule(n)` of each known spatial size."""
+    if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+        x, like = input_shape
+        return (x[0], like[1], like[2], x[3])
+    up = lambda n: None if n is None else rule(n)  # noqa: E731
+    return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
 
 
 def _needs_resize(x, like=None, multiple=2):
@@ -172,53 +238,52 @@ class PatchResize(keras.layers.Layer):
         x, like = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
         if not _needs_resize(x, like, self.patch_size):
             return x
-        h, w = x.shape[1], x.shape[2]
-        p = self.patch_size
-        out_h, out_w = ((like.shape[1], like.shape[2]) if like is not None else
-                        (None if h is None else -(-h // p) * p, None if w is None else -(-w // p) * p))
-        if None not in (h, w, out_h, out_w):
-            # Static sizes: a matmul with a constant [out, in] matrix per resized axis (the
-            # same two taps per output as the gathers below). Exported graphs then hold
-            # matmuls, which XNNPACK and GPU delegates take, instead of GATHER ops.
-            if out_h != h:  # [out_h, h] x [B, h, W, C]
-                x = ops.einsum("oh,bhwc->bowc", self._matrix(h, out_h), x)
-            if out_w != w:
-                x = ops.einsum("ow,bhwc->bhoc", self._matrix(w, out_w), x)
-            return x
-        if like is not None:
-            out_h, out_w = ops.shape(like)[1], ops.shape(like)[2]
-        else:
-            p = self.patch_size
-            out_h = (ops.shape(x)[1] + p - 1) // p * p
-            out_w = (ops.shape(x)[2] + p - 1) // p * p
-        x = _resize_axis(x, out_h, 1, self.align_corners)
-        return _resize_axis(x, out_w, 2, self.align_corners)
+        p = self.patch_size  # else: round up to a multiple of the patch size
+        size = _spatial_size(like) if like is not None else [
+            -(-n // p) * p for n in _spatial_size(x)]
+        return resize_bilinear(x, size, self.align_corners)
 
     def _matrix(self, in_len, out_len):
-        """[out_len, in_len] bilinear weights along one axis, `_resize_axis`'s rule."""
-        i = np.arange(out_len, dtype=np.float64)
-        if self.align_corners:
-            src = i * (in_len - 1) / max(out_len - 1, 1)
-        else:
-            src = np.maximum((i + 0.5) * in_len / out_len - 0.5, 0.0)
-        i0 = np.floor(src).astype(int)
-        i1 = np.minimum(i0 + 1, in_len - 1)
-        frac = src - i0
-        m = np.zeros((out_len, in_len), "float32")
-        np.add.at(m, (np.arange(out_len), i0), 1.0 - frac)
-        np.add.at(m, (np.arange(out_len), i1), frac)
-        return ops.convert_to_tensor(m, dtype=self.compute_dtype)
+        """[out_len, in_len] bilinear weights along one axis (`resize_matrix`), as a tensor."""
+        return ops.convert_to_tensor(resize_matrix(in_len, out_len, self.align_corners),
+                                     dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
-            x, like = input_shape
-            return (x[0], like[1], like[2], x[3])
-        p = self.patch_size
-        up = lambda n: None if n is None else -(-n // p) * p  # noqa: E731
-        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+        return _resized_shape(input_shape, lambda n: -(-n // self.patch_size) * self.patch_size)
 
     def get_config(self):
         return {**super().get_config(), "patch_size": self.patch_size,
+                "align_corners": self.align_corners}
+
+
+@_register
+class BilinearResize(keras.layers.Layer):
+    """torch's bilinear resize (`resize_bilinear`) as a layer: `layer([x, like])` resizes
+    x to the spatial size of `like`; `layer(x)` with `scale` multiplies H and W by it
+    (nn.Upsample(scale_factor=scale)).
+
+    Example:
+        >>> y = BilinearResize(align_corners=True)([logits, image])   # image's H, W
+        >>> y = BilinearResize(scale=16)(logits)                       # 16 H, 16 W
+    """
+
+    def __init__(self, scale=None, align_corners=False, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.align_corners = align_corners
+
+    def call(self, inputs):
+        if isinstance(inputs, (list, tuple)):
+            x, size = inputs[0], _spatial_size(inputs[1])
+        else:
+            x, size = inputs, [n * self.scale for n in _spatial_size(inputs)]
+        return resize_bilinear(ops.cast(x, self.compute_dtype), size, self.align_corners)
+
+    def compute_output_shape(self, input_shape):
+        return _resized_shape(input_shape, lambda n: n * self.scale)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale,
                 "align_corners": self.align_corners}
 
 
@@ -397,5 +462,6 @@ class LinearSelfAttention(keras.layers.Layer):
         return {**super().get_config(), "attention_dropout": self.attention_dropout}
 
 
-__all__ = ["ConvNormAct", "Preprocess", "PatchResize", "Unfold", "Fold", "LayerNorm",
+__all__ = ["ConvNormAct", "Preprocess", "PatchResize", "BilinearResize", "resize_bilinear",
+           "resize_matrix", "torch_source_index", "Unfold", "Fold", "LayerNorm",
            "MultiHeadSelfAttention", "LinearSelfAttention", "BN_EPSILON", "BN_MOMENTUM"]

@@ -142,6 +142,59 @@ def _validate(spec, weights, input_shape, input_tensor, include_top, classes, po
             )
 
 
+def _image_input(input_tensor, input_shape):
+    """The model's input: a new keras.Input, or the given (Keras) tensor."""
+    if input_tensor is None:
+        return keras.Input(shape=input_shape, name="image")
+    if keras.backend.is_keras_tensor(input_tensor):
+        return input_tensor
+    return keras.Input(tensor=input_tensor, shape=input_shape, name="image")
+
+
+def _stages(x, spec, output_stride):
+    """Stem and the five stages; each stage ends in an Identity named features_s<stride>.
+
+    Output stride 16 (8) removes the stride of stage 5 (4 and 5) and doubles a running
+    dilation instead, as the official `_make_mit_layer` does: a stage's inverted residual
+    gets the dilation from before the stage, its MobileViT block the new one, but only
+    in the families whose code passes it on (`Family.block_dilation`).
+    """
+    x = L.ConvNormAct(spec.stem, 3, strides=2, name="conv_1")(x)
+    dilation = 1
+    for index, stage in enumerate(spec.stages, start=1):
+        stride = 1 if index == 1 else 2
+        prev_dilation = dilation
+        if 2 ** index > output_stride:
+            dilation, stride = dilation * 2, 1
+        for block in range(stage.blocks):
+            x = _inverted_residual(x, stage.out, stride if block == 0 else 1, spec.expansion,
+                                   prev_dilation, name=f"layer_{index}.{block}")
+        if stage.dim:
+            block_dilation = dilation if spec.family.block_dilation else 1
+            x = _mobilevit_block(x, spec, stage, block_dilation,
+                                 name=f"layer_{index}.{stage.blocks}")
+        x = keras.layers.Identity(name=f"features_s{2 ** index}")(x)
+    return x
+
+
+def _top(x, spec, include_top, pooling, classes, classifier_activation, dropout):
+    """Global pooling + dropout + classifier, or just the optional pooling."""
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+        rate = spec.family.classifier_dropout if dropout is None else dropout
+        if rate:
+            x = keras.layers.Dropout(rate, name="classifier_dropout")(x)
+        head = "classifier.fc" if spec.family.head_expansion else "classifier.1"
+        # float32 logits even under mixed precision (a float16 softmax/loss loses accuracy)
+        return keras.layers.Dense(classes, activation=classifier_activation, name=head,
+                                  dtype="float32")(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="global_pool")(x)
+    return x
+
+
 def MobileViT(
     model_name,
     include_top=True,
@@ -173,7 +226,8 @@ def MobileViT(
             official weights need (scale to [0, 1], flip to BGR for v1 and v3 XXS/XS/S).
             False: the input goes to the network unchanged, as the PyTorch model sees it.
         name: model name (default: the variant name).
-        output_stride: 32, 16 or 8; 16 and 8 dilate the last stages (for DeepLabV3).
+        output_stride: 32, 16 or 8; 16 and 8 keep the resolution of the last stage(s)
+            the way the family's official code does it (for DeepLabV3; see `_stages`).
         dropout: classifier dropout (default: the official value for the family).
 
     Example:
@@ -185,49 +239,14 @@ def MobileViT(
         input_shape = (256, 256, 3) if include_top else (None, None, 3)
     _validate(spec, weights, input_shape, input_tensor, include_top, classes, pooling,
               output_stride)
-
-    if input_tensor is None:
-        inputs = keras.Input(shape=input_shape, name="image")
-    elif keras.backend.is_keras_tensor(input_tensor):
-        inputs = input_tensor
-    else:
-        inputs = keras.Input(tensor=input_tensor, shape=input_shape, name="image")
-
+    inputs = _image_input(input_tensor, input_shape)
     x = inputs
     if include_preprocessing:
         x = L.Preprocess(reverse_channels=spec.family.bgr, name="preprocess")(x)
-    x = L.ConvNormAct(spec.stem, 3, strides=2, name="conv_1")(x)
-
-    dilation = 1
-    for index, stage in enumerate(spec.stages, start=1):
-        stride = 1 if index == 1 else 2
-        prev_dilation = dilation
-        # Output stride 16 dilates stage 5; output stride 8 dilates stages 4 and 5.
-        if 2 ** index > output_stride:
-            dilation, stride = dilation * 2, 1
-        for block in range(stage.blocks):
-            x = _inverted_residual(x, stage.out, stride if block == 0 else 1, spec.expansion,
-                                   prev_dilation, name=f"layer_{index}.{block}")
-        if stage.dim:
-            x = _mobilevit_block(x, spec, stage, dilation, name=f"layer_{index}.{stage.blocks}")
-        x = keras.layers.Identity(name=f"features_s{2 ** index}")(x)
-
+    x = _stages(x, spec, output_stride)
     if spec.family.head_expansion:
         x = L.ConvNormAct(spec.head_channels, 1, name="conv_1x1_exp")(x)
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
-        rate = spec.family.classifier_dropout if dropout is None else dropout
-        if rate:
-            x = keras.layers.Dropout(rate, name="classifier_dropout")(x)
-        head = "classifier.fc" if spec.family.head_expansion else "classifier.1"
-        # float32 logits even under mixed precision (a float16 softmax/loss loses accuracy)
-        x = keras.layers.Dense(classes, activation=classifier_activation, name=head,
-                               dtype="float32")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="global_pool")(x)
+    x = _top(x, spec, include_top, pooling, classes, classifier_activation, dropout)
 
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
@@ -286,8 +305,8 @@ def create_backbone(name, output_stride=32, weights=None, input_shape=(None, Non
     """Multi-scale backbone for segmentation and detection.
 
     Returns a model mapping images to {"s2": [B, H/2, W/2, C2], ..., "s32": ...};
-    with output_stride=16 (8) the last (two) stages keep their resolution and use
-    dilated convolutions instead, as DeepLabV3 does.
+    with output_stride=16 (8) the last (two) stages keep their resolution, with the
+    dilations the family's official code uses for DeepLabV3 (see `MobileViT`).
 
     Example:
         >>> backbone = create_backbone("mobilevitv3_s", output_stride=16, weights="imagenet")
@@ -333,3 +352,6 @@ MobileViTv3S = _public("mobilevitv3_s", "MobileViTv3S")
 MobileViTv3_050 = _public("mobilevitv3_050", "MobileViTv3_050")
 MobileViTv3_075 = _public("mobilevitv3_075", "MobileViTv3_075")
 MobileViTv3_100 = _public("mobilevitv3_100", "MobileViTv3_100")
+MobileViTv3XXS_L2 = _public("mobilevitv3_xxs_l2", "MobileViTv3XXS_L2")
+MobileViTv3XS_L2 = _public("mobilevitv3_xs_l2", "MobileViTv3XS_L2")
+MobileViTv3S_L2 = _public("mobilevitv3_s_l2", "MobileViTv3S_L2")

@@ -4,7 +4,10 @@ Only the zip container written by ``torch.save`` (torch >= 1.6) is supported:
 ``<root>/data.pkl`` is a pickle describing the tensors and ``<root>/data/<key>``
 holds the raw bytes of each storage. The pickle is read by a restricted
 unpickler that resolves only the handful of globals a plain state_dict needs,
-so a malicious checkpoint cannot run code.
+so a malicious checkpoint cannot run code; and every size the file declares is
+checked before anything is read or allocated, so a hostile file cannot crash the
+process (deep nesting), exhaust memory (zip bombs, one storage named many times) or
+load as garbage (a record relabelled to another dtype).
 """
 
 import collections
@@ -13,6 +16,8 @@ import io
 import math
 import os
 import pickle
+import pickletools
+import struct
 import zipfile
 import zlib
 
@@ -32,6 +37,19 @@ _RESAVE_HINT = (
     "torch.save(torch.load(old_path, map_location='cpu'), new_path)"
 )
 _REDOWNLOAD_HINT = "the file is truncated or corrupt; re-download it"
+
+# Bytes of tensor data one load may read (and, separately, return), unless the caller
+# passes max_bytes (load_weights passes what the model needs). The largest official
+# MobileViT checkpoint holds ~140 MB; a hostile file could ask for any amount.
+MAX_BYTES = 1 << 30
+# torch.save state_dicts nest about 6 deep; the C unpickler builds any depth, and
+# hashing or printing a 300,000-deep tuple then overflows the C stack.
+MAX_NESTING = 100
+_MAX_PICKLE_BYTES = 64 << 20  # data.pkl of a training checkpoint is a few MB at most
+_MAX_DIM = 1 << 40  # any size or stride above this cannot be a real tensor
+# What zipfile raises on damaged or hostile archives (RuntimeError: encrypted entry).
+_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError,
+               RuntimeError, ValueError, OverflowError, struct.error)
 
 
 class CheckpointError(ValueError):
@@ -105,6 +123,7 @@ def _is_int_tuple(x):
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride):
+    # Types only: bounds are checked per tensor name in _Archive.check_tensor.
     if not isinstance(storage, _Storage):
         raise CheckpointError(
             f"tensor storage is a {type(storage).__name__}, not a storage record; "
@@ -121,16 +140,6 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
             f"invalid tensor layout (offset={storage_offset!r:.40}, size={size!r:.80}, "
             f"stride={stride!r:.80}) on storage '{storage.key}'; " + _REDOWNLOAD_HINT
         )
-    numel = math.prod(size)
-    if numel:
-        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
-        # Also bounds memory: a tensor never has more elements than its record.
-        if last >= storage.numel or numel > storage.numel:
-            raise CheckpointError(
-                f"tensor of shape {list(size)} (offset {storage_offset}, stride "
-                f"{list(stride)}) does not fit in storage '{storage.key}' of "
-                f"{storage.numel} elements; " + _REDOWNLOAD_HINT
-            )
     return _Tensor(storage, storage_offset, size, stride)
 
 
@@ -186,6 +195,46 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._archive.storage(pid)
 
 
+# Opcodes that add to the container below them instead of building a new object.
+_IN_PLACE = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
+_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
+
+
+def _check_nesting(data, where, limit=MAX_NESTING):
+    """Refuses a pickle whose objects nest deeper than `limit`, without building any.
+
+    Simulates the unpickler's stack with each object's nesting depth (pickletools'
+    stack effects, no recursion), so a hostile file cannot overflow the C stack.
+    """
+    stack, marks, memo = [], [], {}
+    for op, arg, pos in pickletools.genops(data):
+        if pickletools.markobject in op.stack_before:  # pops down to the last MARK
+            start = (marks.pop() if marks else 0) - op.stack_before.index(pickletools.markobject)
+        else:
+            start = len(stack) - len(op.stack_before)
+        consumed = stack[max(start, 0) :]
+        del stack[max(start, 0) :]
+        if op.name == "MARK":
+            marks.append(len(stack))
+        elif op.name in _PUTS:
+            memo[len(memo) if arg is None else arg] = stack[-1] if stack else 0
+        elif op.name in _GETS:
+            stack.append(memo.get(arg, 0))
+        elif op.name == "DUP":
+            stack += consumed * 2
+        elif op.name in _IN_PLACE and consumed:
+            stack.append(max(consumed[0], 1 + max(consumed[1:], default=0)))
+        elif op.stack_after:  # a new object (POP and STOP make none)
+            depth = 1 + max(consumed, default=-1)
+            if depth > limit:
+                raise CheckpointError(
+                    f"{where} nests objects more than {limit} deep (at byte {pos}): "
+                    "torch.save never writes that; do not trust this file."
+                )
+            stack += [depth] * sum(x is not pickletools.markobject for x in op.stack_after)
+
+
 class _Archive:
     """The zip container of one checkpoint: its pickle and its storage records."""
 
@@ -205,7 +254,7 @@ class _Archive:
         self.root = pickles[0][: -len("data.pkl")]
         self.byteorder = "<"
         if self.root + "byteorder" in self.records:
-            order = self.read(self.records[self.root + "byteorder"]).strip()
+            order = self.read(self.records[self.root + "byteorder"], limit=16).strip()
             if order not in (b"little", b"big"):
                 raise CheckpointError(
                     f"{path}: unknown byteorder record {order!r:.40}; " + _REDOWNLOAD_HINT
@@ -213,17 +262,25 @@ class _Archive:
             self.byteorder = "<" if order == b"little" else ">"
         self.storages = {}
 
-    def read(self, info):
+    def read(self, info, limit, what=""):
+        """The bytes of one record, refused unhealthy before anything is inflated."""
+        where = f"record '{info.filename}'{what} of {self.path}"
+        if info.file_size > limit:
+            raise CheckpointError(
+                f"{where} declares {info.file_size} bytes, more than the {limit} it can "
+                "hold: " + _REDOWNLOAD_HINT
+            )
+        if info.header_offset + info.compress_size > self.file_size:
+            raise CheckpointError(f"{where} lies beyond the end of the file: " + _REDOWNLOAD_HINT)
         try:
             return self.zf.read(info)
-        except (zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError) as e:
-            raise CheckpointError(
-                f"cannot read record '{info.filename}' of {self.path} ({e}): " + _REDOWNLOAD_HINT
-            ) from e
+        except _ZIP_ERRORS as e:
+            raise CheckpointError(f"cannot read {where} ({e}): " + _REDOWNLOAD_HINT) from e
 
     def unpickle(self):
-        data = self.read(self.records[self.root + "data.pkl"])
+        data = self.read(self.records[self.root + "data.pkl"], _MAX_PICKLE_BYTES)
         try:
+            _check_nesting(data, f"data.pkl of {self.path}")
             return _RestrictedUnpickler(io.BytesIO(data), self).load()
         except CheckpointError:
             raise
@@ -246,7 +303,7 @@ class _Archive:
             raise CheckpointError(
                 f"malformed storage id {pid!r:.100} in {self.path}; " + _REDOWNLOAD_HINT
             )
-        if not (_is_int(numel) and numel >= 0):
+        if not (_is_int(numel) and 0 <= numel <= _MAX_DIM):
             raise CheckpointError(
                 f"invalid storage size {numel!r:.40} in {self.path}; " + _REDOWNLOAD_HINT
             )
@@ -263,20 +320,45 @@ class _Archive:
             raise CheckpointError(
                 f"storage record 'data/{key}' is missing from {self.path}: " + _REDOWNLOAD_HINT
             )
-        # Check sizes before anything is allocated.
-        nbytes = numel * np.dtype(kind.code).itemsize
-        if info.file_size < nbytes or info.header_offset + info.compress_size > self.file_size:
-            raise CheckpointError(
-                f"storage record 'data/{key}' of {self.path} has {info.file_size} bytes but "
-                f"its {kind.name} of {numel} elements needs {nbytes}: " + _REDOWNLOAD_HINT
-            )
         storage = _Storage(kind, key, numel, info)
         self.storages[key] = storage
         return storage
 
-    def read_storage(self, storage):
+    def check_tensor(self, name, tensor):
+        """Bounds of one tensor and the exact size of its record; reads nothing."""
+        storage = tensor.storage
+        where = f"tensor '{name}' of {self.path}"
+        if any(n > _MAX_DIM for n in (tensor.offset, *tensor.shape, *tensor.strides)):
+            raise CheckpointError(
+                f"{where} has an impossible shape {list(tensor.shape)} / stride "
+                f"{list(tensor.strides)} / offset {tensor.offset}: " + _REDOWNLOAD_HINT
+            )
+        if math.prod(tensor.shape):
+            last = tensor.offset + sum(
+                (n - 1) * s for n, s in zip(tensor.shape, tensor.strides, strict=True)
+            )
+            # Also bounds memory: a tensor never has more elements than its record.
+            if last >= storage.numel or math.prod(tensor.shape) > storage.numel:
+                raise CheckpointError(
+                    f"{where}: shape {list(tensor.shape)} (offset {tensor.offset}, stride "
+                    f"{list(tensor.strides)}) does not fit in storage '{storage.key}' of "
+                    f"{storage.numel} elements; " + _REDOWNLOAD_HINT
+                )
+        # Exact: a float32 record relabelled HalfStorage, or a zip entry that lies
+        # about its size, is refused before a byte is inflated.
+        nbytes = storage.numel * np.dtype(storage.kind.code).itemsize
+        if storage.info.file_size != nbytes:
+            raise CheckpointError(
+                f"{where}: storage record 'data/{storage.key}' has {storage.info.file_size} "
+                f"bytes but its {storage.kind.name} of {storage.numel} elements needs "
+                f"{nbytes}: " + _REDOWNLOAD_HINT
+            )
+        return nbytes
+
+    def read_storage(self, storage, name):
         dtype = np.dtype(self.byteorder + storage.kind.code)
-        return np.frombuffer(self.read(storage.info), dtype=dtype, count=storage.numel)
+        data = self.read(storage.info, storage.numel * dtype.itemsize, f" (tensor '{name}')")
+        return np.frombuffer(data, dtype=dtype, count=storage.numel)
 
     @staticmethod
     def materialize(tensor, flat):
@@ -349,7 +431,29 @@ def _open_error(path, head):
     )
 
 
-def load_torch_state_dict(path):
+def _check_budget(archive, state, max_bytes):
+    """Refuses a file that would read or return more than `max_bytes`; reads nothing."""
+    stored, views = {}, {}
+    for name, tensor in state.items():
+        stored[tensor.storage.key] = archive.check_tensor(name, tensor)
+        itemsize = np.dtype(tensor.storage.kind.code).itemsize
+        views[_view_key(tensor)] = math.prod(tensor.shape) * max(itemsize, 4)
+    for what, total in (("storage records", sum(stored.values())),
+                        ("tensors", sum(views.values()))):
+        if total > max_bytes:
+            raise CheckpointError(
+                f"{archive.path}: its {what} hold {total} bytes, more than the {max_bytes} "
+                "this load allows (max_bytes): not the checkpoint of this model, or a "
+                "hostile file. Pass a larger max_bytes only if you trust it."
+            )
+
+
+def _view_key(tensor):
+    """Tensors with equal keys are the same array (one storage named many times)."""
+    return (tensor.storage.key, tensor.offset, tensor.shape, tensor.strides)
+
+
+def load_torch_state_dict(path, max_bytes=None):
     """Loads a PyTorch checkpoint (torch.save zip format) as numpy arrays.
 
     A plain state_dict is returned as is. For a training checkpoint (a dict
@@ -359,15 +463,20 @@ def load_torch_state_dict(path):
 
     Args:
         path: path of the ``.pt`` / ``.pth`` file.
+        max_bytes: most bytes of tensor data to read, and separately to return
+            (default ``MAX_BYTES``, 1 GiB); checked before anything is read.
 
     Returns:
         ``OrderedDict[str, np.ndarray]`` in file order: C-contiguous copies,
         dtypes float32/float64/float16/int64/int32 (bfloat16 becomes float32).
+        Names that share one storage and layout share one array, as in torch.
 
     Raises:
         CheckpointError: on a missing, truncated, corrupt, legacy-format or
-            non-state_dict file, or a pickle that asks for any global beyond
-            the few a state_dict needs (the file is never unpickled freely).
+            non-state_dict file, a record whose size does not match its dtype and
+            shape exactly, a file over ``max_bytes``, or a pickle that nests too
+            deep or asks for any global beyond the few a state_dict needs (the
+            file is never unpickled freely).
 
     Example:
         >>> sd = strip_prefixes(load_torch_state_dict("mobilevit_xxs.pt"))
@@ -385,25 +494,31 @@ def load_torch_state_dict(path):
         zf = zipfile.ZipFile(path)
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e}") from e
-    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+    except _ZIP_ERRORS as e:
         raise _open_error(path, head) from e
     with zf:
         archive = _Archive(zf, path)
         state = _select_state_dict(archive.unpickle(), path)
-        # Read each storage record once and drop it after its last tensor, so
-        # peak memory stays near the size of the result.
-        uses = collections.Counter(t.storage.key for t in state.values())
-        flats = {}
-        result = collections.OrderedDict()
-        for name, tensor in state.items():
-            key = tensor.storage.key
+        _check_budget(archive, state, MAX_BYTES if max_bytes is None else max_bytes)
+        return _materialize_all(archive, state)
+
+
+def _materialize_all(archive, state):
+    # Read each storage record once and drop it after its last tensor, so peak
+    # memory stays near the size of the result.
+    uses = collections.Counter(t.storage.key for t in state.values())
+    flats, views, result = {}, {}, collections.OrderedDict()
+    for name, tensor in state.items():
+        key = tensor.storage.key
+        if _view_key(tensor) not in views:
             if key not in flats:
-                flats[key] = archive.read_storage(tensor.storage)
-            result[name] = archive.materialize(tensor, flats[key])
-            uses[key] -= 1
-            if not uses[key]:
-                del flats[key]
-        return result
+                flats[key] = archive.read_storage(tensor.storage, name)
+            views[_view_key(tensor)] = archive.materialize(tensor, flats[key])
+        result[name] = views[_view_key(tensor)]
+        uses[key] -= 1
+        if not uses[key]:
+            del flats[key]
+    return result
 
 
 def strip_prefixes(state_dict, prefixes=("module.", "encoder.")):

@@ -20,15 +20,32 @@ PUBLIC = {
     "mobilevitv2_200": "MobileViTv2_200", "mobilevitv3_xxs": "MobileViTv3XXS",
     "mobilevitv3_xs": "MobileViTv3XS", "mobilevitv3_s": "MobileViTv3S",
     "mobilevitv3_050": "MobileViTv3_050", "mobilevitv3_075": "MobileViTv3_075",
-    "mobilevitv3_100": "MobileViTv3_100",
+    "mobilevitv3_100": "MobileViTv3_100", "mobilevitv3_xxs_l2": "MobileViTv3XXS_L2",
+    "mobilevitv3_xs_l2": "MobileViTv3XS_L2", "mobilevitv3_s_l2": "MobileViTv3S_L2",
 }
-# Fixture names (official naming) in the registry's order, e.g. mobilevit_xxs -> mobilevit_v1_xxs.
+# Official parameter counts (sum of torch parameters, classifier included). The first 16 are
+# the golden fixtures' (../shared/fixtures/manifest.json, also checked against it below).
+# The v3 L2 ones (MobileViTv3-v1 modes *_v3_fast: layer 4 with 2 transformer layers, all
+# else as v3 XXS/XS/S) are the v3 counts minus two v1-style transformer layers of width d
+# and FFN 2d in layer 4: 2 * (4d + 3d^2 + 3d + d^2 + d + 2d^2 + 2d + 2d^2 + d) for d = 80,
+# 120, 192 -- the same numbers as our builder's.
+PARAMS = {
+    "mobilevit_xxs": 1272024, "mobilevit_xs": 2317848, "mobilevit_s": 5578632,
+    "mobilevitv2_050": 1370593, "mobilevitv2_075": 2866009, "mobilevitv2_100": 4901841,
+    "mobilevitv2_125": 7478089, "mobilevitv2_150": 10594753, "mobilevitv2_175": 14251833,
+    "mobilevitv2_200": 18449329, "mobilevitv3_xxs": 1249448, "mobilevitv3_xs": 2490360,
+    "mobilevitv3_s": 5763912, "mobilevitv3_050": 1429985, "mobilevitv3_075": 2999641,
+    "mobilevitv3_100": 5139409, "mobilevitv3_xxs_l2": 1145288, "mobilevitv3_xs_l2": 2257320,
+    "mobilevitv3_s_l2": 5169864,
+}
+# Fixture names (official naming) in the registry's order, e.g. mobilevit_xxs -> mobilevit_v1_xxs
+# (the v3 L2 classifiers have no fixtures).
 FIXTURE_NAME = dict(zip(MODELS, [
     "mobilevit_v1_xxs", "mobilevit_v1_xs", "mobilevit_v1_s", "mobilevit_v2_050", "mobilevit_v2_075",
     "mobilevit_v2_100", "mobilevit_v2_125", "mobilevit_v2_150", "mobilevit_v2_175",
     "mobilevit_v2_200", "mobilevit_v3_xxs", "mobilevit_v3_xs", "mobilevit_v3_s",
     "mobilevit_v3_050", "mobilevit_v3_075", "mobilevit_v3_100"]))
-GOLDEN = [m for m in MODELS if (fixtures_dir() / f"{FIXTURE_NAME[m]}.npz").exists()] or MODELS[:1]
+GOLDEN = [m for m in FIXTURE_NAME if (fixtures_dir() / f"{FIXTURE_NAME[m]}.npz").exists()] or MODELS[:1]
 TOL = 2e-4  # logits have std ~3; a structural bug shows as O(1)
 
 
@@ -54,16 +71,24 @@ def test_registry_names_and_public_builders():
         kmv.create_model("mobilevit_xxxl")
 
 
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
 @pytest.mark.parametrize("name", MODELS)
-def test_parameter_count_and_stage_shapes(name, manifest):
+def test_parameter_count(name):
+    assert _trainable(getattr(kmv, PUBLIC[name])()) == PARAMS[name]
+
+
+@pytest.mark.parametrize("name", list(FIXTURE_NAME))
+def test_stage_shapes_and_counts_match_fixtures(name, manifest):
     variant = manifest["variants"][FIXTURE_NAME[name]]
+    assert PARAMS[name] == manifest["param_counts"][FIXTURE_NAME[name]] == variant["param_count"]
     for size in (256, 224):
         model = getattr(kmv, PUBLIC[name])(input_shape=(size, size, 3))
         expected = {k: v for k, v in variant[f"stage_shapes_nchw_{size}"].items()
                     if k in kmv.models.FEATURE_LEVELS}
         assert _stage_shapes(model) == expected
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    assert trainable == manifest["param_counts"][FIXTURE_NAME[name]] == variant["param_count"]
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -16,7 +16,8 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 import keras_mobilevit as kmv  # noqa: E402
-from tflite import analyze, android, benchmark, bounds, convert, op_profile, qat, rewrite  # noqa: E402
+from tflite import (analyze, android, bounds, calibration, compat, convert, latency,  # noqa: E402
+                    op_profile, qat, qat_layers, range_ties, rewrite, workers)
 
 SIZE = 32
 # What each float op left in the default int8 graph is there for (see tflite/README.md).
@@ -56,7 +57,7 @@ def float_tflite(float_model):
 def calibrated(qat_model, tmp_path_factory):
     """The QAT model's calibrated float graph, quantized per test with other options."""
     folder = str(tmp_path_factory.mktemp("saved_model"))
-    convert._export_saved_model(qat_model, (SIZE, SIZE, 3), folder, convert.RAW_PIXELS)
+    convert._export_saved_model(qat_model, (SIZE, SIZE, 3), folder, calibration.RAW_PIXELS)
     return convert.calibrate_tflite(folder, _pixels(16))
 
 
@@ -67,8 +68,8 @@ def int8_tflite(calibrated):
 
 
 def _predict(path, images):
-    # LiteRT in its own process, as the benchmark runs it (see benchmark.isolated).
-    return benchmark.isolated("predict_tflite", path=path, images=images)
+    # LiteRT in its own process, as the benchmark runs it (see workers.isolated).
+    return workers.isolated("predict_tflite", path=path, images=images)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_float32_folds_preprocessing_and_runs_all_in_xnnpack(float_tflite, save)
     assert first.name in ("PAD", "CONV_2D") and first.inputs[0].index == graph.inputs[0].index
     # Every op runs in XNNPACK, the patch resizes of stage 5 (1x1 -> 2x2 at 32x32) too:
     # static-size resizes are constant matmuls, not GATHERs.
-    delegated = benchmark.isolated("delegated_ops", model=save(float_tflite))
+    delegated = workers.isolated("delegated_ops", model=save(float_tflite))
     assert [str(op) for op in graph.ops if op.index not in delegated] == []
 
 
@@ -139,7 +140,7 @@ def test_qat_model_matches_float_model(float_model, qat_model):
     # int8 rounding only: small against the spread of the logits
     assert np.abs(y_qat - y_float).max() < 0.1 * np.ptp(y_float)
     assert not any(isinstance(l, keras.layers.BatchNormalization)
-                   for l in qat_model._flatten_layers())
+                   for l in compat.flatten_layers(qat_model))
 
 
 @pytest.mark.parametrize("size", [64, 32, 48])
@@ -165,7 +166,7 @@ def test_conversion_ties_the_ranges_around_identity_layernorm_steps(qat_model):
     the fusion concat ("same scale constraint", mobilevitv3_050 at 256; the real case is
     in tests/test_tflite_slow.py). Inside `identity_steps_tied` each takes the range of
     the one before it; afterwards the model's own ranges are back."""
-    norms = [l for l in qat_model._flatten_layers() if isinstance(l, qat.QLayerNorm)]
+    norms = [l for l in compat.flatten_layers(qat_model) if isinstance(l, qat_layers.QLayerNorm)]
     fixture_state = [(v, v.numpy()) for n in norms for v in n.weights]  # shared fixture
     trained = norms[0]  # a LayerNorm with trained-looking weights keeps its ranges
     trained.gamma.assign(trained.gamma * 1.01)
@@ -180,7 +181,7 @@ def test_conversion_ties_the_ranges_around_identity_layernorm_steps(qat_model):
             norm.fq[k].range_max.assign(hi + step * 2.0 ** (np.floor(np.log2(hi)) - 5))
     before = {n.name: ranges(n) for n in norms}
     try:
-        with qat.identity_steps_tied(qat_model):
+        with range_ties.identity_steps_tied(qat_model):
             for norm in norms[1:]:
                 r = ranges(norm)
                 assert r["normed"] == r["scaled"] == r["out"] != before[norm.name]["out"]
@@ -214,7 +215,7 @@ def test_qat_layernorm_of_a_flat_token_stays_finite(axes):
     else:
         x[0] = 3.0  # GroupNorm(1) of v2: a flat image
     x = tf.constant(x)
-    norm = qat.QLayerNorm(axes=axes)
+    norm = qat_layers.QLayerNorm(axes=axes)
     norm(x, training=True)  # observe ranges
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -265,7 +266,7 @@ def test_int8_close_to_float(float_model, int8_tflite, save):
 
 def test_xnnpack_takes_the_attention_matmuls(int8_tflite, save):
     graph = analyze.load(int8_tflite)
-    delegated = benchmark.isolated("delegated_ops", model=save(int8_tflite))
+    delegated = workers.isolated("delegated_ops", model=save(int8_tflite))
     matmuls = [op for op in graph.ops if op.name == "BATCH_MATMUL"]
     assert matmuls and all(op.index in delegated for op in matmuls)
     assert all(op.inputs[1].zero_point == (0,) for op in matmuls)  # what XNNPACK requires
@@ -288,7 +289,7 @@ def test_android_artifacts(int8_tflite, tmp_path):
 
 
 def test_op_profile_times_every_op(int8_tflite, save):
-    rows = benchmark.isolated("op_profile", model=save(int8_tflite))
+    rows = workers.isolated("op_profile", model=save(int8_tflite))
     assert len(rows) == len(analyze.load(int8_tflite).ops)
     assert all(r["ms"] > 0 for r in rows)
     assert "BATCH_MATMUL" in op_profile.report(rows)
@@ -296,9 +297,9 @@ def test_op_profile_times_every_op(int8_tflite, save):
 
 def test_latency_and_memory(float_tflite, int8_tflite, save):
     paths = {"float32": save(float_tflite), "int8": save(int8_tflite)}
-    lat = benchmark.isolated("latency", paths=paths, threads=1, warmup=1, runs=4, rounds=2)
+    lat = workers.isolated("latency", paths=paths, threads=1, warmup=1, runs=4, rounds=2)
     assert set(lat) == set(paths) and all(v["p90_ms"] >= v["p50_ms"] > 0 for v in lat.values())
-    mem = benchmark.peak_memory(paths["int8"])
+    mem = latency.peak_memory(paths["int8"])
     assert 0 < mem["model_rss_bytes"] < mem["peak_rss_bytes"] < 2**31
 
 
@@ -311,7 +312,7 @@ def test_a_model_the_interpreter_dies_on_is_reported_and_the_rest_timed(float_tf
     paths = {"float32": save(float_tflite), "float32 copy": save(float_tflite + b""),
              "broken": str(broken)}
     failures = {}
-    stats = benchmark.timed_apart(paths, 1, 1, 4, failures)
+    stats = workers.timed_apart(paths, 1, 1, 4, failures)
     assert set(stats) == {"float32", "float32 copy"} and set(failures) == {"broken"}
     assert "broken.tflite" in failures["broken"] and "not a valid Flatbuffer" in failures["broken"]
 
@@ -333,8 +334,8 @@ def test_int8_add_that_litert_cannot_load_is_refused(int8_tflite, save):
     [(op, multiplier)] = analyze.unrepresentable_rescales(broken)
     assert op.index == add.index and multiplier >= 1
     with pytest.raises(Exception) as died:  # what the app would do: load it
-        benchmark.isolated("invoke", path=save(broken), retry=False)
-    assert "SIGABRT" in benchmark._failure_reason(died.value)
+        workers.isolated("invoke", path=save(broken), retry=False)
+    assert "SIGABRT" in workers.failure_reason(died.value)
     with pytest.raises(convert.ConversionError, match=f"#{add.index} ADD.*must be < 1"):
         convert._check_rescales(broken)
     convert._check_rescales(int8_tflite)
@@ -367,18 +368,59 @@ def test_not_fully_quantizable_names_the_op():
     (None, "needs a representative dataset"),
     (np.zeros((0, 8, 8, 3), "float32"), "empty"),
     (np.zeros((4, 8, 9, 3), "float32"), "shape"),
-    (np.full((4, 8, 8, 3), 0.5, "float32"), "raw"),
+    (_pixels(4, 8) / 255.0, "raw"),
     (np.full((4, 8, 8, 3), np.nan, "float32"), "NaN"),
+    # issue 11 item 7: these converted silently (int8 agreement 0.86 -> 0.61)
+    (_pixels(4, 8) * 257.0, r"outside the model's pixel range \[0, 255\]"),  # 16-bit
+    (_pixels(4, 8) - 128.0, r"outside the model's pixel range \[0, 255\]"),  # int8-shifted
+    # an all-black set was refused as "normalized"; it is refused for what it is
+    (np.zeros((4, 8, 8, 3), "float32"), "every value of the 4 representative images is 0"),
 ])
 def test_bad_representative_dataset(data, message):
-    with pytest.raises(convert.RepresentativeDatasetError, match=message):
+    with pytest.raises(calibration.RepresentativeDatasetError, match=message):
         convert.convert(_tiny(), "int8", data)
+
+
+def test_dark_raw_pixels_are_not_mistaken_for_normalized_ones():
+    dark = np.clip(_pixels(4, 8) / 8.0, 0, 255)  # a dim scene: pixels up to ~32
+    assert calibration.representative_samples(dark, (8, 8, 3), 4).shape == (4, 8, 8, 3)
 
 
 def test_representative_dataset_from_tf_data():
     ds = tf.data.Dataset.from_tensor_slices((_pixels(6, 8), np.arange(6))).batch(4)
-    samples = convert.representative_samples(ds, (8, 8, 3), num_samples=5)
+    samples = calibration.representative_samples(ds, (8, 8, 3), num_samples=5)
     assert samples.shape == (5, 8, 8, 3)
+
+
+def test_corrupt_tflite_bytes_raise_only_tflite_file_error():
+    """Issue 11 item 10: byte-mutated files that pass the flatbuffer verifier made
+    `analyze.load` raise UnicodeDecodeError / IndexError. A bounded fuzz: every mutation
+    of a small model either loads or raises TFLiteFileError."""
+    content = convert.convert(_tiny(), "float32")
+    rng = np.random.default_rng(0)
+    outcomes = {"loaded": 0, "refused": 0}
+    for case in range(300):
+        mutated = bytearray(content)
+        if case % 10 == 0:  # truncated
+            mutated = mutated[: rng.integers(8, len(content))]
+        else:  # a few bytes set to random values (names, indices, offsets, codes)
+            for i in rng.integers(8, len(content), rng.integers(1, 4)):
+                mutated[i] = rng.integers(0, 256)
+        try:
+            analyze.load(bytes(mutated))
+            outcomes["loaded"] += 1
+        except analyze.TFLiteFileError:
+            outcomes["refused"] += 1
+    assert outcomes["loaded"] and outcomes["refused"]
+
+
+def test_invalid_utf8_tensor_name_is_a_tflite_file_error():
+    content = convert.convert(_tiny(), "float32")
+    name = analyze.load(content).inputs[0].name.encode()
+    at = content.index(name)
+    mutated = content[:at] + b"\xff" + content[at + 1:]
+    with pytest.raises(analyze.TFLiteFileError, match="corrupt .tflite.*UnicodeDecodeError"):
+        analyze.load(mutated)
 
 
 def test_truncated_tflite(float_tflite, tmp_path):
@@ -415,6 +457,64 @@ def test_convert_command_line(tmp_path):
     assert spec["input"]["dtype"] == "uint8" and spec["calibration"] == "random"
 
 
+def _convert_cli_error(capsys, *argv):
+    """Run `python -m tflite.convert ARGV`, expecting an argument error: its message."""
+    with pytest.raises(SystemExit) as info:
+        convert.main([str(a) for a in argv])
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_keras(tmp_path):
+    path = tmp_path / "tiny.keras"
+    _tiny().save(path)
+    return path
+
+
+def test_convert_cli_output_naming_a_file_is_an_argument_error(tiny_keras, tmp_path, capsys):
+    # issue 11 item 5: a FileExistsError traceback
+    (tmp_path / "taken").write_text("mine")
+    err = _convert_cli_error(capsys, tiny_keras, "--quant", "float32", "-o", tmp_path / "taken")
+    assert "is a file, not a folder" in err and (tmp_path / "taken").read_text() == "mine"
+
+
+def test_convert_cli_checks_labels_before_converting(tiny_keras, tmp_path, capsys):
+    # issue 11 item 10: the count was checked after converting, leaving an orphan .tflite
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    out = tmp_path / "out"
+    err = _convert_cli_error(capsys, tiny_keras, "--quant", "float32", "-o", out,
+                             "--labels", tmp_path / "labels.txt")
+    assert "has 3 labels, but the model has 2 outputs" in err
+    assert list(out.glob("*")) == []
+
+
+def test_convert_cli_num_calib_0_is_an_argument_error(tiny_keras, tmp_path, capsys):
+    # issue 11 item 10: "the representative dataset is empty"
+    err = _convert_cli_error(capsys, tiny_keras, "--calib", "random", "--num-calib", "0",
+                             "-o", tmp_path / "out")
+    assert "--num-calib: must be at least 1, got 0" in err
+
+
+def test_convert_cli_refuses_training_calibration_without_the_training_run(tmp_path, capsys,
+                                                                           tiny_keras):
+    """Issue 11 item 7: a variant name (ImageNet weights) or a .keras without its run's
+    config.json was calibrated on the bundled grey 32x32 Fashion-MNIST by default."""
+    for model in ("mobilevitv3_xxs", tiny_keras):
+        err = _convert_cli_error(capsys, model, "--input-size", 32, "--quant", "int8",
+                                 "-o", tmp_path / "out")
+        assert "--calib training takes the images the model was trained on" in err
+        assert "--calib IMAGES.npz" in err
+    assert list((tmp_path / "out").glob("*")) == []
+
+
+def test_convert_cli_refuses_a_training_run_of_another_image_size(tiny_keras, tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"dataset": "fashion_mnist_subset", "pipeline": {"image_size": 32}}))
+    err = _convert_cli_error(capsys, tiny_keras, "--quant", "int8", "-o", tmp_path / "out")
+    assert "used 32x32 images but the model takes 8x8" in err
+
+
 def test_train_py_qat_fine_tunes_saves_and_converts(tmp_path):
     """`python training/train.py --qat --from model.keras`: the issue's whole QAT chain
     (fine-tune with the training pipeline, save, reload with safe_mode, convert)."""
@@ -434,7 +534,7 @@ def test_train_py_qat_fine_tunes_saves_and_converts(tmp_path):
     trained = keras.models.load_model(path, compile=False, safe_mode=True)
     fake_quants = qat.fake_quant_layers(trained)
     assert fake_quants and not any(isinstance(l, keras.layers.BatchNormalization)
-                                   for l in trained._flatten_layers())
+                                   for l in compat.flatten_layers(trained))
     twin = qat.make_qat_model(float_model, calibration_data=_pixels(8), batch_size=8)
     changed = [w.path for w, v in zip(twin.trainable_weights, trained.trainable_weights)
                if not np.array_equal(w.numpy(), v.numpy())]

@@ -4,6 +4,8 @@ import os
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -464,3 +466,157 @@ def test_strip_prefixes():
     ]
     with pytest.raises(CheckpointError, match="both become 'a'"):
         strip_prefixes({"module.a": 1, "a": 2})
+
+
+# --- Hostile sizes (issue 11 items 3 and 9): small files that stand for large ones.
+
+READER = Path(__file__).resolve().parents[1] / "keras_mobilevit" / "torch_reader.py"
+
+
+def run_reader_in_subprocess(path, timeout=120):
+    """Loads `path` in a fresh interpreter (torch_reader alone, no keras): a crash is a
+    failed test, not a dead pytest. Returns (exit code, output)."""
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('torch_reader', {str(READER)!r})\n"
+        "tr = importlib.util.module_from_spec(spec); spec.loader.exec_module(tr)\n"
+        "try:\n"
+        f"    tr.load_torch_state_dict({str(path)!r}); print('LOADED')\n"
+        "except tr.CheckpointError as e:\n"
+        "    print('CheckpointError:', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("nest", ["tuple1", "mark"])
+def test_deeply_nested_pickle_is_refused_not_a_crash(tmp_path, nest):
+    # A 300,000-deep tuple used as a dict key: hashing it recursed in C (exit 139).
+    depth = 300_000
+    if nest == "tuple1":
+        key = pickle.NONE + pickle.TUPLE1 * depth
+    else:
+        key = pickle.MARK * depth + pickle.NONE + pickle.TUPLE * depth
+    data = pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + key + pickle.NONE + pickle.SETITEM
+    path = write_checkpoint(tmp_path / "deep.pt", None, {}, pickle_bytes=data + pickle.STOP)
+    rc, out = run_reader_in_subprocess(path)
+    assert rc == 0, f"the reader crashed (exit {rc}):\n{out[-2000:]}"
+    assert "CheckpointError:" in out and "nests objects more than 100 deep" in out, out
+    assert str(path) in out
+
+
+def test_nesting_limit_is_exact(tmp_path):
+    """A tuple nested exactly to the limit still loads its way to the usual check."""
+    from keras_mobilevit import torch_reader
+
+    ok = pickle.PROTO + b"\x02" + pickle.NONE + pickle.TUPLE1 * torch_reader.MAX_NESTING
+    torch_reader._check_nesting(ok + pickle.STOP, "ok")
+    with pytest.raises(CheckpointError, match="nests objects"):
+        torch_reader._check_nesting(ok + pickle.TUPLE1 + pickle.STOP, "deep")
+
+
+def deflated_checkpoint(path, obj, records):
+    """Like write_checkpoint, with the storage records deflate-compressed (zip bombs)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", dumps(obj))
+        for key, data in records.items():
+            zf.writestr(f"archive/data/{key}", data)
+    return path
+
+
+def test_zip_bomb_record_is_refused_before_inflating(tmp_path, monkeypatch):
+    # 8 MiB of zeros in a ~8 KB file, named by a storage of 2 floats (stands for 1 GiB).
+    obj = collections.OrderedDict(w=Tensor(Storage("0", 2), [2], [1]))
+    path = deflated_checkpoint(tmp_path / "bomb.pt", obj, {"0": bytes(8 << 20)})
+    assert path.stat().st_size < 100_000
+    opened = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: (
+        opened.append(getattr(name, "filename", name)), real_open(self, name, *a, **k))[1])
+    with pytest.raises(CheckpointError, match=r"tensor 'w' of .*bomb\.pt.*'data/0' has "
+                                              r"8388608 bytes.*needs 8"):
+        load_torch_state_dict(path)
+    assert "archive/data/0" not in opened  # refused from the zip directory alone
+
+
+def test_storage_larger_than_allowed_is_refused(tmp_path):
+    # A consistent storage of 2M floats (8 MiB of zeros, deflated) with a 1 MiB budget.
+    obj = collections.OrderedDict(w=Tensor(Storage("0", 2 << 20), [2], [1]))
+    path = deflated_checkpoint(tmp_path / "big.pt", obj, {"0": bytes(8 << 20)})
+    with pytest.raises(CheckpointError, match=r"storage records hold 8388608 bytes, more than "
+                                              r"the 1048576 this load allows"):
+        load_torch_state_dict(path, max_bytes=1 << 20)
+    assert load_torch_state_dict(path, max_bytes=8 << 20)["w"].tolist() == [0, 0]
+
+
+def test_one_storage_named_many_times_is_one_array(tmp_path):
+    # 400 names for one 16 KiB storage (stands for 400 x 64 MB = 25.6 GB of copies).
+    storage = Storage("0", 4096)
+    obj = collections.OrderedDict(
+        (f"w{i}", Tensor(storage, [64, 64], [64, 1])) for i in range(400))
+    data = np.arange(4096, dtype="<f4")
+    path = write_checkpoint(tmp_path / "shared.pt", obj, {"0": data.tobytes()})
+    out = load_torch_state_dict(path, max_bytes=2 * data.nbytes)
+    assert all(out[f"w{i}"] is out["w0"] for i in range(400))
+    np.testing.assert_array_equal(out["w399"].ravel(), data)
+
+
+def test_many_distinct_views_of_one_storage_count_against_the_budget(tmp_path):
+    storage = Storage("0", 4096)
+    obj = collections.OrderedDict(
+        (f"w{i}", Tensor(storage, [3000], [1], offset=i)) for i in range(400))
+    path = write_checkpoint(tmp_path / "views.pt", obj, {"0": bytes(4 * 4096)})
+    with pytest.raises(CheckpointError, match="its tensors hold 4800000 bytes"):
+        load_torch_state_dict(path, max_bytes=1 << 20)
+
+
+@pytest.mark.parametrize("kind", ["HalfStorage", "BFloat16Storage", "DoubleStorage"])
+def test_record_relabelled_to_another_dtype(tmp_path, kind):
+    # float32 bytes under another storage type used to load as garbage (NaN logits).
+    obj = collections.OrderedDict(w=Tensor(Storage("0", 2, kind), [2], [1]))
+    path = write_checkpoint(tmp_path / "relabel.pt", obj, {"0": f32(1.5, -2.0)})
+    with pytest.raises(CheckpointError, match=rf"tensor 'w' of .*relabel\.pt: storage record "
+                                              rf"'data/0' has 8 bytes but its {kind} of 2"):
+        load_torch_state_dict(path)
+
+
+def _set_central_directory_sizes(path, member, size):
+    """Rewrites the compressed and uncompressed sizes the zip directory gives `member`."""
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    while True:
+        name_len = struct.unpack_from("<H", data, entry + 28)[0]
+        if data[entry + 46 : entry + 46 + name_len] == member.encode():
+            break
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    struct.pack_into("<II", data, entry + 20, size, size)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("declared", [4, 4000])
+def test_zip_that_lies_about_a_record_size(tmp_path, declared):
+    obj = collections.OrderedDict(w=Tensor(Storage("0", 2), [2], [1]))
+    path = write_checkpoint(tmp_path / "lie.pt", obj, {"0": f32(1, 2)})
+    _set_central_directory_sizes(path, "archive/data/0", declared)
+    with pytest.raises(CheckpointError, match=rf"tensor 'w' of .*lie\.pt.* has {declared} bytes"):
+        load_torch_state_dict(path)
+
+
+def test_zip_that_lies_consistently_about_a_record_size(tmp_path):
+    # The directory says 4000 bytes, as the storage needs; the record holds 8.
+    obj = collections.OrderedDict(w=Tensor(Storage("0", 1000), [1000], [1]))
+    path = write_checkpoint(tmp_path / "lie.pt", obj, {"0": f32(1, 2)})
+    _set_central_directory_sizes(path, "archive/data/0", 4000)
+    with pytest.raises(CheckpointError, match=r"record 'archive/data/0' \(tensor 'w'\) of "
+                                              r".*lie\.pt"):
+        load_torch_state_dict(path)
+
+
+@pytest.mark.parametrize("shape, stride", [([0, 2**64], [1, 1]), ([2**64, 0], [0, 1]),
+                                           ([1, 2], [2**70, 1])])
+def test_impossible_shape_names_file_and_key(tmp_path, shape, stride):
+    obj = collections.OrderedDict(w=Tensor(Storage("0", 2), shape, stride))
+    path = write_checkpoint(tmp_path / "huge.pt", obj, {"0": f32(1, 2)})
+    with pytest.raises(CheckpointError, match=r"tensor 'w' of .*huge\.pt has an impossible"):
+        load_torch_state_dict(path)

@@ -1,4 +1,7 @@
-"""`train.build_model`: a new model, fine-tuning from official weights, `--from`."""
+"""`models.build_classifier`: a new model, fine-tuning from official weights, `--from`."""
+
+import dataclasses
+import types
 
 import keras
 import numpy as np
@@ -6,27 +9,27 @@ import pytest
 
 import training_utils  # noqa: F401  (makes `training` importable)
 import keras_mobilevit as kmv
-from training import train
+from training import models, recipes
+from training.config import TrainConfig
 
 
-def _config(**overrides):
-    config = dict(model="mobilevitv3_xxs", num_classes=7, weights=None, from_model=None,
-                  dropout=None, recipe=dict(image_size=64, multi_scale=False))
-    config.update(overrides)
-    return config
+def _config(multi_scale=False, **overrides):
+    recipe = dataclasses.replace(recipes.V1, image_size=64, multi_scale=multi_scale)
+    return TrainConfig(**{"model": "mobilevitv3_xxs", "num_classes": 7, "recipe": recipe,
+                          **overrides})
 
 
 def test_new_model_outputs_logits_for_the_classes():
-    model = train.build_model(_config())
+    model = models.build_classifier(_config())
     assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 7)
     assert model.layers[-1].activation is keras.activations.linear  # logits
-    multi_scale = train.build_model(_config(recipe=dict(image_size=64, multi_scale=True)))
+    multi_scale = models.build_classifier(_config(multi_scale=True))
     assert multi_scale.input_shape == (None, None, None, 3)
 
 
 def test_fine_tuning_from_official_weights_gets_a_new_head(fixtures_path):
     checkpoint = fixtures_path / "mobilevit_v3_xxs.pt"
-    model = train.build_model(_config(weights=str(checkpoint), dropout=0.2))
+    model = models.build_classifier(_config(weights=str(checkpoint), dropout=0.2))
     assert model.output_shape == (None, 7) and model.get_layer("head").units == 7
     assert model.get_layer("head_dropout").rate == 0.2
     reference = kmv.create_model("mobilevitv3_xxs", include_top=False, pooling="avg",
@@ -41,9 +44,9 @@ def test_from_a_saved_model_keeps_or_replaces_the_head(tmp_path):
     path = tmp_path / "model.keras"
     kmv.create_model("mobilevitv3_xxs", weights=None, input_shape=(32, 32, 3), classes=7,
                      classifier_activation=None).save(path)
-    same = train.build_model(_config(from_model=str(path)))
+    same = models.build_classifier(_config(from_model=str(path)))
     assert same.output_shape == (None, 7) and "head" not in [l.name for l in same.layers]
-    other = train.build_model(_config(from_model=str(path), num_classes=3))
+    other = models.build_classifier(_config(from_model=str(path), num_classes=3))
     assert other.output_shape == (None, 3) and other.get_layer("head").units == 3
 
 
@@ -69,7 +72,7 @@ def test_evaluate_script_reports_top1_top5_and_loss(tmp_path):
     classes = [f"c{i}" for i in range(6)]
     folder = training_utils.make_image_folder(tmp_path / "images", classes=classes,
                                               per_class=2, splits=("train", "val"))
-    model = training_utils.tiny_cnn({"num_classes": 6})
+    model = training_utils.tiny_cnn(types.SimpleNamespace(num_classes=6))
     model.save(tmp_path / "model.keras")
     out = tmp_path / "metrics.json"
     evaluate.main([str(tmp_path / "model.keras"), "--image-folder", str(folder),

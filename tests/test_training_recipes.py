@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import training_utils
+from keras_mobilevit import fileio
 from training import callbacks, checkpoint, recipes, reporting
 
 
@@ -130,9 +131,9 @@ def test_checkpoints_round_trip_and_fall_back(tmp_path):
 
 def test_atomic_path_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "summary.json"
-    checkpoint.write_text_atomic(target, "old")
+    fileio.write_text_atomic(target, "old")
     with pytest.raises(RuntimeError):
-        with checkpoint.atomic_path(target) as tmp:
+        with fileio.atomic_path(target) as tmp:
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert target.read_text() == "old" and not list(tmp_path.glob(".tmp-*"))

@@ -1,6 +1,6 @@
 """Fault tolerance: a run that dies mid-epoch resumes from its last checkpoint.
 
-The in-process test swaps `train.build_model` (the model hook) for a tiny CNN and
+The in-process test passes a tiny CNN as `train.main(build_model=...)` (the model hook) and
 interrupts training with an exception; the others SIGKILL a real process, with the
 tiny CNN (fast) and with MobileViT on the bundled data (slow, compares the metrics).
 """
@@ -16,6 +16,7 @@ import pytest
 
 import training_utils
 from training import callbacks as cb
+from training import checkpoint
 from training import train
 
 TINY_ARGS = ["--image-size", "16", "--batch-size", "4", "--epochs", "3",
@@ -29,7 +30,6 @@ class Crash(Exception):
 
 def _run(folder, out, monkeypatch, crash_at=None):
     """train.main on the tiny folder, raising Crash after `crash_at` training steps."""
-    monkeypatch.setattr(train, "build_model", training_utils.tiny_cnn)
     steps = {"n": 0}
     original = cb.EpochStats.on_train_batch_end
 
@@ -40,7 +40,8 @@ def _run(folder, out, monkeypatch, crash_at=None):
             raise Crash
 
     monkeypatch.setattr(cb.EpochStats, "on_train_batch_end", counting)
-    train.main(["--image-folder", str(folder), "--output-dir", str(out), *TINY_ARGS])
+    train.main(["--image-folder", str(folder), "--output-dir", str(out), *TINY_ARGS],
+               build_model=training_utils.tiny_cnn)
     return steps["n"]
 
 
@@ -66,7 +67,33 @@ def test_resume_after_a_crash_mid_epoch(tmp_path, monkeypatch, capsys):
     # Other settings in the same folder are refused.
     with pytest.raises(SystemExit, match=r"other settings \(recipe\.ema_momentum\)"):
         train.main(["--image-folder", str(folder), "--output-dir", str(out),
-                    *TINY_ARGS[:-1], "0.9"])
+                    *TINY_ARGS[:-1], "0.9"], build_model=training_utils.tiny_cnn)
+
+
+def test_kill_right_after_an_epoch_end_checkpoint_keeps_the_history_row(
+        tmp_path, monkeypatch):
+    """The epoch's last step is a checkpoint step (4 of 4, every 2): a kill right after
+    that checkpoint must not lose the epoch's row (issue 11, item 6)."""
+    folder = training_utils.make_image_folder(tmp_path / "images", per_class=10)
+    out = tmp_path / "run"
+    original = checkpoint.CheckpointManager.save
+
+    def save_then_die(self, model, step):
+        original(self, model, step)
+        if step == 4:
+            raise Crash
+
+    monkeypatch.setattr(checkpoint.CheckpointManager, "save", save_then_die)
+    with pytest.raises(Crash):
+        _run(folder, out, monkeypatch)
+    monkeypatch.setattr(checkpoint.CheckpointManager, "save", original)
+    _run(folder, out, monkeypatch)
+    assert [row["epoch"] for row in _history(out)] == [0, 1, 2]
+    reference = tmp_path / "reference"
+    _run(folder, reference, monkeypatch)
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if "logs" not in p.parts}
+    assert files == {p.relative_to(reference).as_posix() for p in reference.rglob("*")
+                     if "logs" not in p.parts}
 
 
 def _history(out):
@@ -94,17 +121,25 @@ def _wait_for_checkpoint(out, process, total, timeout=600):
     raise AssertionError("no mid-run checkpoint appeared")
 
 
-def _kill_after_checkpoint(script, args, out, total):
-    """Starts the script, SIGKILLs it once a mid-run checkpoint exists; returns its step."""
+def _kill_after_checkpoint(script, args, out, total, while_alive=None):
+    """Starts the script, SIGKILLs it once a mid-run checkpoint exists; returns its step.
+
+    while_alive: called before the kill, while the run is still training.
+    """
     process = subprocess.Popen(
         training_utils.script_command(script, *args, "--output-dir", out),
         env=training_utils.script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         step = _wait_for_checkpoint(out, process, total)
+        if while_alive:
+            while_alive()
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL
+    if while_alive:  # it kept training meanwhile: the checkpoint it left
+        step = json.loads((out / "checkpoints" / "latest.json").read_text())[
+            "checkpoints"][0]["step"]
     return step
 
 
@@ -113,7 +148,14 @@ def test_sigkill_and_rerun_resumes_tiny_model(tmp_path):
     args = ["--image-folder", folder, "--image-size", "16", "--batch-size", "4",
             "--epochs", "2", "--steps-per-epoch", "400", "--checkpoint-every", "20"]
     out = tmp_path / "run"
-    step = _kill_after_checkpoint("tiny", args, out, total=800)
+
+    def second_run_is_refused():  # README: "A second run into the folder of a run ..."
+        with pytest.raises(SystemExit, match="in use by a training run that is still"):
+            train.main([*map(str, args), "--output-dir", str(out)],
+                       build_model=training_utils.tiny_cnn)
+
+    step = _kill_after_checkpoint("tiny", args, out, total=800,
+                                  while_alive=second_run_is_refused)
     resumed = training_utils.run_script("tiny", *args, "--output-dir", out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resuming from step {step} of 800" in resumed.stdout

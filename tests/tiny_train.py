@@ -8,5 +8,4 @@ import training_utils
 from training import train
 
 if __name__ == "__main__":
-    train.build_model = training_utils.tiny_cnn
-    train.main()
+    train.main(build_model=training_utils.tiny_cnn)

@@ -44,7 +44,7 @@ def tiny_cnn(config):
     return keras.Sequential([
         keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 255),
         keras.layers.Conv2D(4, 3, strides=2), keras.layers.BatchNormalization(),
-        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(config["num_classes"])],
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(config.num_classes)],
         name="tiny_cnn")
 
 

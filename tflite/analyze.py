@@ -9,6 +9,7 @@ Example:
 
 import dataclasses
 import os
+import struct
 
 import flatbuffers
 import numpy as np
@@ -19,12 +20,10 @@ from ai_edge_litert.interpreter import OpResolverType
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 _FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16"}
-# Ops that only move or reinterpret data: they run on whatever dtype they are given.
-LAYOUT_OPS = frozenset({
-    "RESHAPE", "TRANSPOSE", "CONCATENATION", "PAD", "PADV2", "GATHER", "SLICE",
-    "STRIDED_SLICE", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK", "SPLIT", "SPLIT_V",
-    "REVERSE_V2", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "TILE", "BROADCAST_TO",
-})
+# What a corrupt flatbuffer that passed the verifier raises while it is read (a string
+# that is not UTF-8, an index past the end of a table, an absent table).
+_PARSE_ERRORS = (UnicodeDecodeError, IndexError, KeyError, TypeError, AttributeError,
+                 ValueError, OverflowError, struct.error)
 
 
 class TFLiteFileError(ValueError):
@@ -114,33 +113,51 @@ def read_bytes(model):
 
 
 def load(model):
-    """Parse a `.tflite` file (path, bytes or Graph) into a `Graph`."""
+    """Parse a `.tflite` file (path, bytes or Graph) into a `Graph`.
+
+    Raises:
+        TFLiteFileError: the bytes are not a complete, valid `.tflite` file.
+    """
     if isinstance(model, Graph):
         return model
     content = read_bytes(model)
+    try:
+        return _parse(content)
+    except _PARSE_ERRORS as e:
+        source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "<bytes>"
+        raise TFLiteFileError(f"{source}: corrupt .tflite file ({len(content)} bytes): "
+                              f"{type(e).__name__}: {e}") from None
+
+
+def _parse(content):
     m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     sg = m.subgraphs[0]
-    codes = []
-    for oc in m.operatorCodes:
-        code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
-        name = _OP_NAMES.get(code, str(code))
-        if name == "CUSTOM":
-            custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
-            name = f"CUSTOM:{custom}"
-        codes.append(name)
+    codes = [_op_name(oc) for oc in m.operatorCodes]
     tensors = [_tensor(m, sg, i) for i in range(len(sg.tensors))]
     ops = []
     for i, o in enumerate(sg.operators or []):
-        ins = tuple(tensors[j] for j in (o.inputs if o.inputs is not None else []) if j >= 0)
-        outs = tuple(tensors[j] for j in (o.outputs if o.outputs is not None else []))
-        ops.append(Op(i, codes[o.opcodeIndex], ins, outs))
-    return Graph(
-        content=content,
-        model=m,
-        ops=ops,
-        inputs=[tensors[i] for i in sg.inputs],
-        outputs=[tensors[i] for i in sg.outputs],
-    )
+        ins = tuple(_at(tensors, j) for j in (o.inputs if o.inputs is not None else []) if j >= 0)
+        outs = tuple(_at(tensors, j) for j in (o.outputs if o.outputs is not None else []))
+        ops.append(Op(i, _at(codes, o.opcodeIndex), ins, outs))
+    return Graph(content=content, model=m, ops=ops,
+                 inputs=[_at(tensors, i) for i in sg.inputs],
+                 outputs=[_at(tensors, i) for i in sg.outputs])
+
+
+def _at(items, index):
+    """`items[index]`, refusing the negative indices Python would count from the end."""
+    if not 0 <= index < len(items):
+        raise IndexError(f"index {index} out of range for {len(items)} entries")
+    return items[index]
+
+
+def _op_name(oc):
+    code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+    name = _OP_NAMES.get(code, str(code))
+    if name == "CUSTOM":
+        custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
+        name = f"CUSTOM:{custom}"
+    return name
 
 
 def pack(model):
@@ -211,45 +228,6 @@ def io_spec(model):
         return d
 
     return {"inputs": [spec(t) for t in g.inputs], "outputs": [spec(t) for t in g.outputs]}
-
-
-def delegated_ops(model, num_threads=1):
-    """Indices of the ops that the default XNNPACK delegate takes over."""
-    g = load(model)
-    it = Interpreter(
-        model_content=g.content,
-        num_threads=num_threads,
-        experimental_disable_delegate_node_fusion=True,  # one delegate node per op
-    )
-    it.allocate_tensors()
-    w = it._interpreter
-    by_output = {op.outputs[0].index: op.index for op in g.ops if op.outputs}
-    taken = set()
-    for n in range(len(g.ops), w.NumNodes()):
-        for t in w.NodeOutputs(n):
-            if t in by_output:
-                taken.add(by_output[t])
-    return taken
-
-
-def summary(model):
-    """A short multi-line description: size, I/O, op counts, float and non-builtin ops."""
-    g = load(model)
-    spec = io_spec(g)
-    lines = [f"size: {g.size_bytes / 1e6:.2f} MB, ops: {len(g.ops)}"]
-    for kind in ("inputs", "outputs"):
-        for t in spec[kind]:
-            q = t.get("quantization")
-            qs = f" scale={q['scale']:.6g} zero_point={q['zero_point']}" if q else ""
-            lines.append(f"{kind[:-1]}: {t['name']} {t['shape']} {t['dtype']}{qs}")
-    lines.append("op counts: " + ", ".join(f"{k} x{v}" for k, v in g.op_counts().items()))
-    for op in non_builtin_ops(g):
-        lines.append(f"NOT BUILTIN: {op}")
-    floats = float_ops(g)
-    if floats and any(t.dtype in ("int8", "uint8") for t in g.inputs):
-        lines.append(f"float ops in an integer graph: {len(floats)}")
-        lines.extend(f"  {op}" for op in floats)
-    return "\n".join(lines)
 
 
 def random_inputs(model, seed=0):

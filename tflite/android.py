@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 
+from keras_mobilevit import fileio
 from tflite import analyze
 
 
@@ -74,15 +75,11 @@ def write_artifacts(tflite_path, *, labels=None, **spec_kwargs):
 
     Without `labels`, the labels file holds `class_0 ... class_{N-1}`.
     """
-    from training.checkpoint import atomic_path
-
     spec = model_spec(tflite_path, labels=labels, **spec_kwargs)
     stem = os.path.splitext(tflite_path)[0]
     labels = labels or [f"class_{i}" for i in range(spec["num_classes"])]
-    with atomic_path(stem + ".labels.txt") as tmp:
-        tmp.write_text("\n".join(labels) + "\n", encoding="utf-8")
+    fileio.write_text_atomic(stem + ".labels.txt", "\n".join(labels) + "\n")
     spec["labels_file"] = os.path.basename(stem + ".labels.txt")
     spec["model_file"] = os.path.basename(tflite_path)
-    with atomic_path(stem + ".json") as tmp:
-        tmp.write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    fileio.write_text_atomic(stem + ".json", json.dumps(spec, indent=2))
     return spec

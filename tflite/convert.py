@@ -21,17 +21,22 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 
-import numpy as np
+import keras
+import tensorflow as tf
 
-from tflite import analyze, rewrite
+import keras_mobilevit
+from keras_mobilevit import fileio
+from tflite import analyze, android, calibration, compat, folding, qat, range_ties, rewrite
+from tflite.calibration import RAW_PIXELS
+from tflite.qat import load_keras_model
 
 MODES = ("float32", "float16", "dynamic", "int8")
 # Ops an int8 model keeps in float by default, each between a DEQUANTIZE and a QUANTIZE:
 # LiteRT's XNNPACK delegate has no int8 SOFTMAX or RSQRT, and the builtin int8 kernels
 # it falls back to are slower than the float ones it delegates (see tflite/README.md).
 KEEP_FLOAT = ("SOFTMAX", "RSQRT")
-RAW_PIXELS = (0.0, 255.0)
 
 
 class ConversionError(RuntimeError):
@@ -50,20 +55,6 @@ class NotFullyQuantizableError(ConversionError):
         )
 
 
-class RepresentativeDatasetError(ValueError):
-    """The calibration data is empty, wrongly shaped or in the wrong pixel range."""
-
-
-def load_keras_model(path):
-    """Load a `.keras` file, registering this project's layers (model and QAT) first."""
-    import keras
-
-    import keras_mobilevit  # noqa: F401  (registers the model's layers)
-    from tflite import qat  # noqa: F401  (registers the QAT layers)
-
-    return keras.models.load_model(path, compile=False)
-
-
 def model_input_shape(model, input_size=None):
     """(H, W, C) of a single-input image model; `input_size` fills unknown H, W."""
     shape = tuple(model.inputs[0].shape[1:])
@@ -74,59 +65,7 @@ def model_input_shape(model, input_size=None):
     return shape
 
 
-def representative_samples(data, input_shape, num_samples=100, pixel_range=RAW_PIXELS):
-    """Validate calibration data and return it as float32 (N, H, W, C), N <= num_samples.
-
-    `data` may be a numpy array (N, H, W, C) or (H, W, C), a `tf.data.Dataset` or any
-    iterable whose elements are images, batches of images, or `(images, labels)` pairs.
-    """
-    if data is None:
-        raise RepresentativeDatasetError(
-            "full-integer int8 conversion needs a representative dataset (calibration images)"
-        )
-    if isinstance(data, np.ndarray):
-        data = [data] if data.ndim == len(input_shape) else data
-    elif hasattr(data, "as_numpy_iterator"):
-        data = data.as_numpy_iterator()
-    samples = []
-    for element in _images(data):
-        x = np.asarray(element)
-        batch = x[None] if x.ndim == len(input_shape) else x
-        if batch.ndim != len(input_shape) + 1 or any(
-                want is not None and got != want for got, want in zip(batch.shape[1:], input_shape)):
-            raise RepresentativeDatasetError(
-                f"representative sample {len(samples)} has shape {x.shape}; the model takes "
-                f"{tuple(input_shape)} images (optionally batched)"
-            )
-        samples.extend(batch[: num_samples - len(samples)])
-        if len(samples) >= num_samples:
-            break
-    if not samples:
-        raise RepresentativeDatasetError("the representative dataset is empty")
-    out = np.stack(samples).astype(np.float32)
-    if not np.all(np.isfinite(out)):
-        raise RepresentativeDatasetError("the representative dataset contains NaN or inf")
-    if pixel_range is not None and pixel_range[1] > 1.0 and out.max() <= 1.0:
-        raise RepresentativeDatasetError(
-            f"representative images lie in [{out.min():.3g}, {out.max():.3g}] but the model "
-            f"takes pixels in {pixel_range}: pass raw (unnormalized) pixels"
-        )
-    return out
-
-
-def _images(data):
-    for element in data:
-        if isinstance(element, dict):
-            element = element.get("image", next(iter(element.values())))
-        elif isinstance(element, (tuple, list)):
-            element = element[0]
-        yield element
-
-
 def _export_saved_model(model, input_shape, directory, pin_range):
-    import keras
-    import tensorflow as tf
-
     def serve(pixels):
         if pin_range is not None:
             # A fake-quant range on the input fixes its int8 scale and zero point, so
@@ -145,8 +84,6 @@ def _export_saved_model(model, input_shape, directory, pin_range):
 
 
 def _converter(saved_model_dir, mode):
-    import tensorflow as tf
-
     conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode == "float16":
@@ -213,7 +150,8 @@ def convert(
         model: `keras.Model` or path to a `.keras` file.
         mode: "float32", "float16", "dynamic" (int8 weights, float activations) or
             "int8" (full integer, calibrated on `representative_data`).
-        representative_data: images for calibration (see `representative_samples`);
+        representative_data: images for calibration (see
+            `calibration.representative_samples`);
             required for "int8", also for QAT models (tensors without a fake-quant range).
         io_dtype: "uint8" or "int8", the input/output type of an "int8" model.
         pixel_range: the input value range the model expects; (0, 255) pins the int8
@@ -234,45 +172,60 @@ def convert(
     Returns:
         The flatbuffer as bytes, checked to hold builtin ops only.
     """
-    from tflite import qat
+    _check_options(mode, ptq, io_dtype)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_keras_model(model)
+    input_shape = model_input_shape(model, input_size)
+    if mode != "int8":
+        content = _convert_float(folding.fold_preprocessing(model), input_shape, mode)
+    else:
+        samples = calibration.representative_samples(
+            representative_data, input_shape, num_calibration_samples, pixel_range)
+        if ptq == "auto":
+            model = _ptq_twin(model, samples)
+        content = _convert_int8(model, input_shape, samples, pixel_range, io_dtype)
+    bad = analyze.non_builtin_ops(content)
+    if bad:
+        raise ConversionError("non-builtin ops in the converted graph: " + "; ".join(map(str, bad)))
+    if mode == "int8":
+        content = _finish_int8(content, keep_float, allow_float_ops)
+    return content
 
+
+def _check_options(mode, ptq, io_dtype):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if ptq not in ("auto", "converter"):
         raise ValueError(f"ptq must be 'auto' or 'converter', got {ptq!r}")
     if io_dtype not in ("uint8", "int8"):
         raise ValueError(f"io_dtype must be 'uint8' or 'int8', got {io_dtype!r}")
-    if isinstance(model, (str, os.PathLike)):
-        model = load_keras_model(model)
-    input_shape = model_input_shape(model, input_size)
-    samples = None
-    if mode == "int8":
-        samples = representative_samples(
-            representative_data, input_shape, num_calibration_samples, pixel_range
-        )
-        if ptq == "auto":
-            model = _ptq_twin(model, samples)
-    else:
-        model = fold_preprocessing(model)
-    pin = pixel_range if mode == "int8" else None
+
+
+def _convert_float(model, input_shape, mode):
     with tempfile.TemporaryDirectory() as tmp:
-        with _quiet_stderr(), qat.identity_steps_tied(model):
-            _export_saved_model(model, input_shape, tmp, pin)
-        if mode == "int8":
-            content = quantize_calibrated(calibrate_tflite(tmp, samples), io_dtype)
-        else:
-            content = _run_converter(_converter(tmp, mode))
-    bad = analyze.non_builtin_ops(content)
-    if bad:
-        raise ConversionError("non-builtin ops in the converted graph: " + "; ".join(map(str, bad)))
-    if mode == "int8":
-        # Ops the quantizer could not make integer (QUANTIZE/DEQUANTIZE only bridge them).
-        blocking = [op for op in analyze.float_ops(content)
-                    if op.name not in ("QUANTIZE", "DEQUANTIZE")]
-        if blocking and not allow_float_ops:
-            raise NotFullyQuantizableError(blocking)
-        content = rewrite.float_islands(content, keep_float)
-        _check_rescales(content)
+        with _quiet_stderr(), range_ties.identity_steps_tied(model):  # a QAT model, too
+            _export_saved_model(model, input_shape, tmp, None)
+        return _run_converter(_converter(tmp, mode))
+
+
+def _convert_int8(model, input_shape, samples, pixel_range, io_dtype):
+    """Calibrated, then quantized by the converter's quantizer; the input range pinned to
+    `pixel_range` (a QAT model's ranges tied around identity LayerNorm steps)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with _quiet_stderr(), range_ties.identity_steps_tied(model):
+            _export_saved_model(model, input_shape, tmp, pixel_range)
+        return quantize_calibrated(calibrate_tflite(tmp, samples), io_dtype)
+
+
+def _finish_int8(content, keep_float, allow_float_ops):
+    """Refuse ops the quantizer could not make integer (QUANTIZE/DEQUANTIZE only bridge
+    them), move `keep_float` ops to float islands, refuse what LiteRT cannot load."""
+    blocking = [op for op in analyze.float_ops(content)
+                if op.name not in ("QUANTIZE", "DEQUANTIZE")]
+    if blocking and not allow_float_ops:
+        raise NotFullyQuantizableError(blocking)
+    content = rewrite.float_islands(content, keep_float)
+    _check_rescales(content)
     return content
 
 
@@ -293,10 +246,6 @@ def _check_rescales(content):
 def _ptq_twin(model, samples):
     """The calibrated QAT twin of a float model (its fake-quant ranges become the int8
     scales); QAT models and models QAT cannot cover are returned as they are."""
-    import warnings
-
-    from tflite import qat
-
     if qat.fake_quant_layers(model):
         return model  # a QAT model: its own ranges
     try:
@@ -308,117 +257,50 @@ def _ptq_twin(model, samples):
         return model
 
 
-def fold_preprocessing(model):
-    """A copy of `model` with its input rescale (and RGB->BGR flip) folded into the stem
-    conv's kernel; models without a Preprocess feeding a conv come back unchanged.
-
-    Same outputs up to float rounding (the stem's zero padding is zero in both pixel
-    scales), and the float `.tflite` loses a MUL over the full-size input and a
-    REVERSE_V2 that XNNPACK does not take, which would split the delegated graph.
-    """
-    import keras
-
-    from tflite import qat
-
-    preprocess, stem = qat.preprocess_fold_target(model)
-    if preprocess is None:
-        return model
-
-    def clone(layer):
-        if layer is preprocess:
-            return keras.layers.Identity(name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    folded = keras.models.clone_model(model, clone_function=clone)
-    for layer in folded.layers:
-        if layer.name != preprocess.name:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
-    kernel = stem.conv.kernel.numpy() * preprocess.scale
-    if preprocess.reverse_channels:
-        kernel = kernel[:, :, ::-1, :]
-    folded.get_layer(stem.name).conv.kernel.assign(kernel)
-    return folded
-
-
 def calibrate_tflite(saved_model_dir, samples):
     """A float `.tflite` carrying min/max statistics from `samples` (and the fake-quant
     ranges of a QAT model), ready for `quantize_calibrated`."""
-    import tensorflow as tf
-
     conv = _converter(saved_model_dir, "float32")
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([s[None]] for s in samples)
     # The converter's own two steps (as its quantization debugger runs them), so that
     # ops without an int8 kernel are left float and can be named, not just refused.
-    conv._experimental_calibrate_only = True
-    return _run_converter(conv)
+    return _run_converter(compat.calibrate_only(conv))
 
 
 def quantize_calibrated(calibrated, io_dtype="uint8"):
     """Full-integer int8 model from a calibrated one (the converter's own quantizer).
 
     Ops it cannot quantize stay float, bridged by QUANTIZE / DEQUANTIZE."""
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as tfl_convert
-
     try:
         with _quiet_stderr():
-            content = tfl_convert.mlir_quantize(
-                calibrated, input_data_type=getattr(tf, io_dtype),
-                output_data_type=getattr(tf, io_dtype))
+            content = compat.mlir_quantize(calibrated, io_dtype)
+    except compat.PrivateAPIError:
+        raise
     except Exception as e:  # noqa: BLE001  (the quantizer raises several error types)
         raise ConversionError(_condense(str(e))) from None
     return content
 
 
-def calibration_data(source, input_shape, num_samples=100, run_dir=None, seed=0):
-    """Calibration images from `source`.
-
-    "training": the training pipeline's train split through its eval transform: the
-    dataset and transform of `run_dir`'s config.json when given, else the bundled
-    default dataset at the model's input size;
-    a `.npz` / `.npy` path: an array of images (key "images" in an npz);
-    "random": uniform noise pixels, only for latency work, never for accuracy.
-    """
-    if source == "training":
-        from tflite import data
-
-        config = data.run_config(run_dir) if run_dir else data.default_config(input_shape[0])
-        return data.calibration_images(config, num_samples)
-    if source == "random":
-        rng = np.random.default_rng(seed)
-        return rng.uniform(0, 255, (num_samples, *input_shape)).astype(np.float32)
-    if source.endswith(".npz"):
-        with np.load(source) as f:
-            return f["images"] if "images" in f else f[f.files[0]]
-    if source.endswith(".npy"):
-        return np.load(source)
-    raise ValueError(f"unknown calibration source {source!r}: 'training', 'random' or a .npz/.npy path")
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
-def _build_model(args):
-    """The Keras model named on the command line: a `.keras` path or a variant name."""
-    if args.model.endswith(".keras"):
-        return load_keras_model(args.model)
-    import keras_mobilevit
-
-    size = args.input_size or 256
-    model = keras_mobilevit.create_model(
-        args.model, weights=args.weights, input_shape=(size, size, 3), classes=args.classes
-    )
-    return model
-
-
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(prog="python -m tflite.convert", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a .keras file, or a variant name (see keras_mobilevit.list_models())")
-    parser.add_argument("-o", "--output", default="build/tflite", help="output folder (default: build/tflite)")
+    parser.add_argument("-o", "--output", "--output-dir", dest="output", default="build/tflite",
+                        help="output folder (default: build/tflite)")
     parser.add_argument("--quant", nargs="+", default=["float32", "int8"], choices=MODES + ("all",))
     parser.add_argument("--calib", default="training",
-                        help="'training' (default: the training pipeline's train split through its "
-                        "eval transform; the run's config.json next to a .keras when there is one), "
-                        "'random' (noise, latency only) or images in a .npz/.npy")
-    parser.add_argument("--num-calib", type=int, default=100, help="calibration images (default 100)")
+                        help="'training' (default: the training split through the eval transform "
+                        "of the run that trained the model: its config.json must be next to the "
+                        ".keras), 'random' (noise, latency only) or images in a .npz/.npy")
+    parser.add_argument("--num-calib", type=_positive_int, default=100,
+                        help="calibration images (default 100)")
     parser.add_argument("--io-dtype", default="uint8", choices=("uint8", "int8"))
     parser.add_argument("--strict-int8", action="store_true",
                         help="no float op at all (slower: int8 SOFTMAX/RSQRT run outside XNNPACK)")
@@ -426,36 +308,75 @@ def main(argv=None):
                         help="int8 ranges of a float model: 'auto' (its calibrated QAT twin, the "
                         "fast graph) or 'converter' (the converter's own calibration, slower)")
     parser.add_argument("--weights", default=None, help="weights for a variant name (file path)")
-    parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's)")
+    parser.add_argument("--classes", type=_positive_int, default=1000)
+    parser.add_argument("--input-size", type=_positive_int, default=None,
+                        help="square input size (default: the model's)")
     parser.add_argument("--labels", default=None, help="labels file, one class per line, copied next to the model")
     parser.add_argument("--name", default=None, help="file name stem (default: the model's name)")
+    return parser
+
+
+def _build_model(args):
+    """The Keras model named on the command line: a `.keras` path or a variant name."""
+    if args.model.endswith(".keras"):
+        return load_keras_model(args.model)
+    size = args.input_size or 256
+    return keras_mobilevit.create_model(
+        args.model, weights=args.weights, input_shape=(size, size, 3), classes=args.classes)
+
+
+def _output_folder(parser, path):
+    """Create the output folder, or stop with an argument error (before any conversion)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        parser.error(f"-o/--output-dir {path} is a file, not a folder: name a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        parser.error(f"-o/--output-dir {path}: cannot create the folder ({e.strerror})")
+
+
+def _labels(parser, args, model):
+    """The --labels lines, checked against the model's outputs before anything is converted."""
+    if not args.labels:
+        return None
+    try:
+        labels = android.read_labels(args.labels)
+    except (OSError, UnicodeDecodeError) as e:
+        parser.error(f"--labels {args.labels}: cannot read it ({e})")
+    classes = model.outputs[0].shape[-1]
+    if len(labels) != classes:
+        parser.error(f"--labels {args.labels} has {len(labels)} labels, but the model has "
+                     f"{classes} outputs: give one label a line, one line per output")
+    return labels
+
+
+def _calibration(parser, args, input_shape):
+    """The checked calibration images for int8 (an argument error when they do not fit)."""
+    run_dir = os.path.dirname(args.model) if args.model.endswith(".keras") else None
+    try:
+        data = calibration.calibration_data(args.calib, input_shape, args.num_calib, run_dir)
+        return calibration.representative_samples(data, input_shape, args.num_calib)
+    except (calibration.CalibrationSourceError, calibration.RepresentativeDatasetError) as e:
+        parser.error(f"--calib {args.calib}: {e}")
+
+
+def main(argv=None):
+    parser = _parser()
     args = parser.parse_args(argv)
-
-    from tflite import android
-
+    _output_folder(parser, args.output)
     model = _build_model(args)
     size = (args.input_size, args.input_size) if args.input_size else None
     input_shape = model_input_shape(model, size)
     modes = MODES if "all" in args.quant else tuple(dict.fromkeys(args.quant))
+    labels = _labels(parser, args, model)
+    samples = _calibration(parser, args, input_shape) if "int8" in modes else None
     stem = args.name or model.name
-    os.makedirs(args.output, exist_ok=True)
-    labels = android.read_labels(args.labels) if args.labels else None
-    data = None
-    if "int8" in modes:
-        run_dir = os.path.dirname(args.model) if args.model.endswith(".keras") else None
-        if run_dir is not None and not os.path.exists(os.path.join(run_dir, "config.json")):
-            run_dir = None
-        data = calibration_data(args.calib, input_shape, args.num_calib, run_dir)
-    from training.checkpoint import atomic_path
-
     for mode in modes:
-        content = convert(model, mode, data, io_dtype=args.io_dtype, input_size=size,
+        content = convert(model, mode, samples, io_dtype=args.io_dtype, input_size=size,
                           num_calibration_samples=args.num_calib,
                           keep_float=() if args.strict_int8 else KEEP_FLOAT, ptq=args.ptq)
         path = os.path.join(args.output, f"{stem}_{mode}.tflite")
-        with atomic_path(path) as tmp:  # a killed run never leaves a truncated model
-            tmp.write_bytes(content)
+        fileio.write_bytes_atomic(path, content)  # a killed run never leaves a truncated model
         spec = android.write_artifacts(path, labels=labels, quantization=mode,
                                        calibration=args.calib if mode == "int8" else None)
         print(f"{path}: {len(content) / 1e6:.2f} MB  input {json.dumps(spec['input'])}")

@@ -6,21 +6,17 @@ model is calibrated and measured on exactly what the float model was trained and
 evaluated on. Images come out as raw pixels in [0, 255], float32 NHWC.
 """
 
-import functools
-import json
-import os
+import dataclasses
 
 import numpy as np
+import tensorflow as tf
 
+from training import data, pipeline, rundir
 
-def run_config(run_dir):
-    with open(os.path.join(run_dir, "config.json")) as f:
-        return json.load(f)
+run_config = rundir.read_config  # run folder -> its config.json as a dict
 
 
 def _source_and_settings(config):
-    from training import data, pipeline
-
     folder = config.get("image_folder")  # then "dataset" holds the folder's name only
     source = data.open_source(None if folder else config["dataset"], folder,
                               data_dir=config.get("data_dir"),
@@ -31,9 +27,6 @@ def _source_and_settings(config):
 
 def default_config(image_size):
     """A config for the bundled default dataset at `image_size`, eval transform defaults."""
-    from training import data, pipeline
-    import dataclasses
-
     settings = pipeline.PipelineSettings(image_size=image_size, batch_size=64)
     return {"dataset": data.DEFAULT_DATASET, "pipeline": dataclasses.asdict(settings)}
 
@@ -41,14 +34,9 @@ def default_config(image_size):
 def images(config, split="eval", limit=None):
     """(images [N, H, W, 3] float32, labels [N] int) of `split` ("eval", "train" or a
     split name) through the run's eval transform (resize, center crop)."""
-    import tensorflow as tf
-    from training import augment
-
     source, settings = _source_and_settings(config)
     name = {"eval": source.eval_split, "train": source.train_split}.get(split, split)
-    center = functools.partial(
-        augment.center_crop, size=settings.image_size, crop_fraction=settings.eval_crop_fraction,
-        interpolation=settings.interpolation, antialias=settings.antialias)
+    center = pipeline.eval_transform(settings)
     # pipeline.eval_dataset's transform, without its cache: stopping early in a cached
     # tf.data pipeline left an iterator that crashed TensorFlow (SIGSEGV) later on.
     ds = source.read(name).map(lambda image, label: (center(image), label),

@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.interpreter import Interpreter
 
-from tflite import analyze
+from keras_mobilevit import fileio
+from tflite import analyze, interpreter
 
 
 def single_op_model(graph, op_index):
@@ -72,12 +72,8 @@ def single_op_model(graph, op_index):
 
 def time_invoke(content, num_threads=1, min_runs=10, min_seconds=0.05, warmup=2, seed=0):
     """Median seconds per invoke and whether XNNPACK took the (single) op."""
-    it = Interpreter(model_content=content, num_threads=num_threads)
-    it.allocate_tensors()
-    for detail, x in zip(it.get_input_details(), analyze.random_inputs(content, seed)):
-        it.set_tensor(detail["index"], x)
-    delegated = any(it._interpreter.NodeName(n) == "DELEGATE"
-                    for n in range(it._interpreter.NumNodes()))
+    it = interpreter.ready(content, num_threads, seed)
+    delegated = interpreter.has_delegate(it)
     for _ in range(warmup):
         it.invoke()
     times = []
@@ -142,8 +138,7 @@ def main(argv=None):
     rows = profile(args.model, args.threads)
     print(report(rows, args.top))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        fileio.write_text_atomic(args.json, json.dumps(rows, indent=1))
     return 0
 
 

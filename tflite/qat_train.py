@@ -3,9 +3,12 @@
     python training/train.py --qat --from runs/mobilevitv3_xxs-fashion_mnist_subset/model.keras
     python -m tflite.qat_train --from runs/mobilevitv3_xxs-fashion_mnist_subset/model.keras
 
-(the same command twice) takes every flag of `training/train.py` (dataset, recipe, output, ...) and trains the QAT
-twin of the `--from` model (`tflite.qat.make_qat_model`, activation ranges calibrated on
-the training split through the eval transform) instead of the float model. It writes
+(the same command twice: setup.py registers `main` as the `qat` plugin of
+training/train.py, entry point group `keras_mobilevit.training_plugins`) takes every
+flag of `training/train.py` (dataset, recipe, output, ...) and trains the QAT twin of
+the `--from` model (`tflite.qat.make_qat_model`, activation ranges calibrated on the
+training split through the eval transform) instead of the float model, by passing
+`build_qat_model` to `training.train.main(argv, build_model=...)`. It writes
 `model.keras` (a QAT model: reload it with `tflite.qat.load_qat_model`, convert it with
 `python -m tflite.convert`) to `--output-dir`, by default `<the --from folder>-qat`.
 
@@ -17,46 +20,38 @@ import os
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make `tflite` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tflite import data, qat  # noqa: E402
+from training import models, train  # noqa: E402
+
 QAT_DEFAULTS = ["--epochs", "3", "--lr", "1e-4", "--min-lr", "1e-5",
                 "--warmup-init-lr", "1e-5", "--warmup-steps", "20", "--ema-momentum", "0"]
 
 
-def _flag(argv, name):
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
+def build_qat_model(config):
+    """The QAT twin of the float model that `config` (a training.config.TrainConfig) names."""
+    model = models.build_classifier(config)
+    if qat.fake_quant_layers(model):  # --from a QAT model: keep training it
+        return model
+    calibration = data.calibration_images(config.to_json(), 256)
+    return qat.make_qat_model(model, calibration_data=calibration)
 
 
 def main(argv=None):
+    """training/train.py ARGV with the QAT model, its defaults and output folder."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    source = _flag(argv, "--from")
-    if not source:
+    config, _ = train.parse_args(argv)
+    if not config.from_model:
         raise SystemExit("error: --from PATH.keras (the trained float model) is required")
-    if _flag(argv, "--output-dir") is None:
-        argv += ["--output-dir", str(Path(source).resolve().parent) + "-qat"]
-
-    root = Path(__file__).resolve().parents[1]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tflite import data, qat
-    from training import train as train_lib
-
-    float_build = train_lib.build_model
-
-    def build_qat_model(config):
-        model = float_build(config)
-        if qat.fake_quant_layers(model):  # --from a QAT model: keep training it
-            return model
-        return qat.make_qat_model(model, calibration_data=data.calibration_images(config, 256))
-
-    # train.py's documented extension point: the one place that makes the model.
-    train_lib.build_model = build_qat_model
-    return train_lib.main(QAT_DEFAULTS + argv)
+    if config.output_dir is None:
+        argv += ["--output-dir", str(Path(config.from_model).resolve().parent) + "-qat"]
+    if not config.qat:
+        argv.append("--qat")  # recorded in config.json
+    return train.main(QAT_DEFAULTS + argv, build_model=build_qat_model)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -25,6 +25,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `training` and the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow, Keras and the training modules are imported inside the functions that run
+# in each measured child process (deliberately deferred): the orchestrating parent
+# stays light and every child's peak memory counts only what its variant loads.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,16 +82,13 @@ def synthetic_jpegs(root, count=256, classes=4, size=(375, 500)):
     return root
 
 
-def _settings(variant):
-    from training import pipeline, recipes
+def _recipe(variant):
+    """The variant's recipe, with its size, batch and multi-scale choice."""
+    from training import recipes
 
-    r = recipes.get_recipe(variant.model, variant.recipe)
-    return pipeline.PipelineSettings(
-        image_size=variant.image_size, batch_size=variant.batch_size,
-        interpolation=r.interpolation, antialias=r.antialias, crop_scale_min=r.crop_scale_min,
-        multi_scale=variant.multi_scale, randaugment=r.randaugment,
-        random_erasing=r.random_erasing, mixup_alpha=r.mixup_alpha,
-        cutmix_alpha=r.cutmix_alpha, cache=variant.cache)
+    return dataclasses.replace(
+        recipes.get_recipe(variant.model, variant.recipe), image_size=variant.image_size,
+        batch_size=variant.batch_size, multi_scale=variant.multi_scale)
 
 
 def measure(variant, jpeg_dir, data_dir):
@@ -96,13 +96,15 @@ def measure(variant, jpeg_dir, data_dir):
     import keras
     import tensorflow as tf
 
-    from training import data, pipeline, recipes, sampler, train
+    from training import data, models, pipeline, sampler, tasks
+    from training.config import TrainConfig
 
     keras.utils.set_random_seed(0)
     source = (data.open_source(image_folder=jpeg_dir, check_images=False)
               if variant.data == "jpeg" else data.open_source(data_dir=data_dir))
-    settings = _settings(variant)
-    ds = pipeline.train_dataset(source, settings)
+    config = TrainConfig(model=variant.model, recipe=_recipe(variant), cache=variant.cache,
+                         num_classes=len(source.class_names), total_steps=10_000)
+    ds = pipeline.train_dataset(source, config.pipeline_settings())
     result = dict(dataclasses.asdict(variant))
     if variant.kind == "pipeline":
         iterator = iter(ds)
@@ -113,13 +115,9 @@ def measure(variant, jpeg_dir, data_dir):
             images += int(next(iterator)[0].shape[0])
         result["images_per_sec"] = images / (time.perf_counter() - start)
     else:
-        recipe = dataclasses.asdict(recipes.get_recipe(variant.model, variant.recipe))
-        recipe.update(image_size=variant.image_size, multi_scale=variant.multi_scale)
-        config = dict(model=variant.model, num_classes=len(source.class_names),
-                      weights=None, from_model=None, dropout=None, recipe=recipe,
-                      total_steps=10_000)
-        model = train.build_model(config)
-        train.compile_model(model, config)
+        model = models.build_classifier(config)
+        task = tasks.CLASSIFICATION
+        models.compile_model(model, config, task.make_loss(config), task.make_metrics(config))
         model.fit(ds, steps_per_epoch=variant.warmup, verbose=0)  # tracing, warm caches
         start = time.perf_counter()
         model.fit(ds, steps_per_epoch=variant.batches, verbose=0)

@@ -13,10 +13,10 @@ from the start of the interrupted epoch rather than from the saved step.
 Example:
     >>> manager = CheckpointManager("runs/x/checkpoints")
     >>> step = manager.restore(model)          # 0 when there is nothing to resume
-    >>> model.fit(..., callbacks=[CheckpointCallback(manager, step, every_steps=500)])
+    >>> model.fit(..., callbacks=[CSVLogger(...),          # before: see CheckpointCallback
+    ...                           CheckpointCallback(manager, step, 500, steps_per_epoch)])
 """
 
-import contextlib
 import json
 import os
 import shutil
@@ -25,37 +25,9 @@ from pathlib import Path
 
 import keras
 
+from keras_mobilevit.fileio import atomic_path, write_text_atomic
+
 LATEST = "latest.json"
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path`, renamed over `path` if the block succeeds.
-
-    The temporary name keeps the suffix (Keras checks ".keras" / ".weights.h5").
-    """
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def remove_stale_temporaries(directory):
-    """Deletes temporaries that a killed run left in `directory`."""
-    for path in Path(directory).glob(".tmp-*"):
-        if not path.name.startswith(f".tmp-{os.getpid()}-"):
-            path.unlink(missing_ok=True)
-
-
-def write_text_atomic(path, text):
-    """Writes `text` to `path` atomically."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 class CheckpointManager:
@@ -114,18 +86,26 @@ class CheckpointManager:
 
 
 class CheckpointCallback(keras.callbacks.Callback):
-    """Saves every `every_steps` training steps and at the end of every epoch."""
+    """Saves every `every_steps` training steps and at the end of every epoch.
 
-    def __init__(self, manager, initial_step, every_steps):
+    The step that ends an epoch is saved only at the epoch's end, and the callback must
+    come after the one writing the history row (CSVLogger): a checkpoint then never
+    marks an epoch as done before its validation and history row are written, so a
+    SIGKILL in between cannot make the rerun skip that row.
+    """
+
+    def __init__(self, manager, initial_step, every_steps, steps_per_epoch):
         super().__init__()
         self.manager = manager
         self.step = initial_step
         self.saved_step = initial_step
         self.every_steps = every_steps
+        self.steps_per_epoch = steps_per_epoch
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if self.every_steps and self.step % self.every_steps == 0:
+        epoch_end = self.step % self.steps_per_epoch == 0  # saved in on_epoch_end
+        if self.every_steps and self.step % self.every_steps == 0 and not epoch_end:
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):

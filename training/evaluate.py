@@ -28,7 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import keras_mobilevit as kmv  # noqa: E402
-from training import data, pipeline, recipes  # noqa: E402
+from keras_mobilevit.fileio import write_text_atomic  # noqa: E402
+from training import data, models, options, pipeline, recipes, rundir  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,13 +49,14 @@ def parse_args(argv=None):
     parser.add_argument("--manual-dir", help="manually downloaded files (ImageNet tars)")
     parser.add_argument("--download", action="store_true", help="allow TFDS downloads")
     parser.add_argument("--split", help="split to evaluate (default: the held-out split)")
-    parser.add_argument("--image-size", type=int, help="default: the run's, else 256")
-    parser.add_argument("--crop-fraction", type=float,
+    parser.add_argument("--image-size", type=options.checked(int, options.positive),
+                        help="default: the run's, else 256")
+    parser.add_argument("--crop-fraction", type=options.checked(float, options.positive),
                         help="short side resized to size / fraction, then center crop "
                         "(default: the run's, else 256/288)")
     parser.add_argument("--interpolation", choices=("bilinear", "bicubic"),
                         help="default: the run's, else the model family's recipe")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=options.checked(int, options.positive), default=64)
     parser.add_argument("--json", metavar="PATH", help="also write the metrics here")
     args = parser.parse_args(argv)
     if not args.model_path and not args.model:
@@ -64,8 +66,8 @@ def parse_args(argv=None):
 
 def run_config(model_path):
     """The config.json of the training run that wrote `model_path`, or {}."""
-    path = Path(model_path).with_name("config.json") if model_path else None
-    return json.loads(path.read_text()) if path and path.exists() else {}
+    folder = Path(model_path).parent if model_path else None
+    return rundir.read_config(folder) if folder and (folder / rundir.CONFIG).exists() else {}
 
 
 def evaluate(model, source, split, settings, batch_size=64, verbose="auto"):
@@ -103,9 +105,7 @@ def main(argv=None):
         eval_crop_fraction=args.crop_fraction or recipe.get(
             "eval_crop_fraction", defaults.eval_crop_fraction))
     if args.model_path:
-        from tflite import qat  # noqa: F401  (registers the QAT layers: QAT models load too)
-
-        model = keras.models.load_model(args.model_path, compile=False)
+        model = models.load_model(args.model_path)
         name = args.model_path
     else:
         try:
@@ -121,7 +121,7 @@ def main(argv=None):
           + (f", top-5 {100 * metrics['top5']:.2f}%" if "top5" in metrics else "")
           + f", loss {metrics['loss']:.4f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=1))
+        write_text_atomic(args.json, json.dumps(metrics, indent=1))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,13 @@ class PipelineSettings:
     cutmix_alpha: float = 0.0
     cache: str = "auto"             # "auto" | "yes" | "no"
 
+    @classmethod
+    def from_recipe(cls, recipe, cache="auto"):
+        """The settings of a `recipes.Recipe` (the one Recipe -> pipeline mapping)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in dataclasses.asdict(recipe).items() if k in names}
+        return cls(**values, cache=cache)
+
     def scale_pairs(self, per_replica_batch):
         """[(size, batch)] of the multi-scale sampler for one replica."""
         return sampler.image_batch_pairs(self.image_size, per_replica_batch)
@@ -90,6 +97,15 @@ def train_dataset(source, settings, input_context=None, seed=0):
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def eval_transform(settings):
+    """The eval transform, `encoded image -> float32 [size, size, 3]` in [0, 255]: resize
+    the short side to size / eval_crop_fraction, center crop (used by tflite/ too)."""
+    return functools.partial(
+        augment.center_crop, size=settings.image_size,
+        crop_fraction=settings.eval_crop_fraction, interpolation=settings.interpolation,
+        antialias=settings.antialias)
+
+
 def eval_dataset(source, settings, split=None, batch_size=None):
     """Full batches of (float32 [B, size, size, 3], one-hot, weight), every example once.
 
@@ -105,9 +121,7 @@ def eval_dataset(source, settings, split=None, batch_size=None):
     num_classes, size = len(source.class_names), settings.image_size
     count = source.num_examples(split)
     padded = -(-count // batch_size) * batch_size
-    center = functools.partial(
-        augment.center_crop, size=size, crop_fraction=settings.eval_crop_fraction,
-        interpolation=settings.interpolation, antialias=settings.antialias)
+    center = eval_transform(settings)
     ds = source.read(split)
     if _cache(source, split, settings, 1):
         ds = ds.cache()

@@ -27,35 +27,57 @@ import math
 import keras
 
 import keras_mobilevit as kmv
+from training.options import non_negative, option, positive
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """Hyper-parameters of one recipe; every field can be overridden from the CLI."""
+    """Hyper-parameters of one recipe; every field is also a CLI flag that overrides it."""
 
-    name: str
-    lr: float                     # peak learning rate (cosine start)
-    min_lr: float                 # cosine end
-    warmup_init_lr: float         # linear warm-up start
-    warmup_steps: int
-    weight_decay: float           # decoupled (AdamW): w -= lr * weight_decay * w
-    decay_norm_and_bias: bool     # False: 1-D weights (BN/LN gamma, beta, biases) not decayed
-    clipnorm: float | None        # global gradient-norm clipping
-    label_smoothing: float
-    ema_momentum: float           # Keras semantics: ema = m * ema + (1 - m) * w (cvnets: 1 - m)
-    interpolation: str            # RandomResizedCrop and eval resize
-    antialias: bool               # PIL (v2) antialiases when shrinking, OpenCV (v1) does not
-    multi_scale: bool             # variable-batch multi-scale sampler
-    randaugment: bool
-    random_erasing: float         # probability per image
-    mixup_alpha: float
-    cutmix_alpha: float
-    epochs: int = 300
-    batch_size: int = 1024
-    image_size: int = 256
-    crop_scale_min: float = 0.08  # RandomResizedCrop area range is (crop_scale_min, 1)
-    eval_crop_fraction: float = 256 / 288  # resize short side to size / fraction, center crop
+    GROUP = ("recipe (defaults: the official ImageNet recipe of the model's family; the "
+             "bundled dataset uses a short preset)")
+    OVERRIDES = True  # the CLI flags default to None: keep the recipe's value
 
+    name: str = option(help="v1: MobileViT v1 / v3 XXS-S; v2: MobileViT v2 / v3 0.5-1.0 "
+                       "(default: auto, from the model's family)", flag="--recipe",
+                       choices=("auto", "v1", "v2"))
+    lr: float = option(help="peak learning rate (cosine start)")
+    min_lr: float = option(help="final learning rate of the cosine")
+    warmup_init_lr: float = option(help="learning rate at step 0")
+    warmup_steps: int = option(help="linear warm-up steps (default: the recipe's, at most "
+                               "a tenth of the run)", check=non_negative)
+    weight_decay: float = option(help="decoupled (AdamW) weight decay: "
+                                 "w -= lr * weight_decay * w", check=non_negative)
+    decay_norm_and_bias: bool = option(
+        help="also decay norm scales/offsets and biases (the 1-D weights)")
+    clipnorm: float | None = option(help="clip the global gradient norm (0: off)",
+                                    check=non_negative)
+    label_smoothing: float = option(check=non_negative)
+    ema_momentum: float = option(
+        help="EMA of the weights, Keras semantics: ema = m * ema + (1 - m) * w (0.9995 = "
+        "cvnets' 0.0005; 0: off). Default: the recipe's, averaging over at most a tenth "
+        "of the run", check=non_negative)
+    interpolation: str = option(help="RandomResizedCrop and eval resize",
+                                choices=("bilinear", "bicubic"))
+    antialias: bool = option(help="antialias when resizing down (PIL, v2, does; "
+                             "OpenCV, v1, does not)")
+    multi_scale: bool = option(help="multi-scale variable-batch sampler (v1 recipe)")
+    randaugment: bool = option()
+    random_erasing: float = option(help="probability per image", check=non_negative)
+    mixup_alpha: float = option(help="MixUp alpha (0: off)", flag="--mixup",
+                                check=non_negative)
+    cutmix_alpha: float = option(help="CutMix alpha (0: off)", flag="--cutmix",
+                                 check=non_negative)
+    epochs: int = option(300, check=positive)
+    batch_size: int = option(1024, "global batch size (all replicas)", check=positive)
+    image_size: int = option(256, "training/eval resolution (the multi-scale sampler "
+                             "varies around it)", check=positive)
+    crop_scale_min: float = option(
+        0.08, "RandomResizedCrop keeps between this fraction and all of the area",
+        check=positive)
+    eval_crop_fraction: float = option(
+        256 / 288, "eval: resize the short side to size / fraction, center crop",
+        check=positive)
 
 V1 = Recipe(
     name="v1", lr=2e-3, min_lr=2e-4, warmup_init_lr=2e-4, warmup_steps=3000,

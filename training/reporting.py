@@ -9,7 +9,7 @@ import csv
 import io
 from pathlib import Path
 
-from training.checkpoint import atomic_path, write_text_atomic
+from keras_mobilevit.fileio import atomic_path, write_text_atomic
 
 
 def read_history(path):

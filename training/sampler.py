@@ -19,13 +19,9 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from keras_mobilevit.architectures import make_divisible
+
 MIN_SCALE, MAX_SCALE, NUM_SCALES = 160 / 256, 320 / 256, 5
-
-
-def make_divisible(value, divisor):
-    """Rounds to the nearest multiple of `divisor`, never more than 10% down (cvnets)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 def image_batch_pairs(base_size, batch_size, min_size=None, max_size=None,

@@ -1,0 +1,543 @@
+"""The QAT layers: serializable Keras 3 twins of keras_mobilevit's layers with int8 fake-quant.
+
+tensorflow-model-optimization cannot quantize Keras 3 models, so QAT here is a set of
+twin layers built on `keras.quantizers.fake_quant_with_min_max_vars` (which lowers to
+`tf.quantization.fake_quant_*`, whose ranges the TFLite converter turns into int8
+scales):
+
+- conv / depthwise conv with BatchNorm folded in, per-channel symmetric int8 weights;
+- Dense with per-tensor symmetric int8 weights (per-channel Dense fails conversion);
+- moving min/max fake-quant on every activation the int8 graph holds: conv and Dense
+  outputs, swish, attention q/k/v, scores, softmax, attention output, every
+  intermediate of LayerNorm / GroupNorm, residual adds, concatenations, pooling.
+
+The quantization is also shaped for speed under LiteRT: the right-hand operands of
+the attention matmuls (keys and values) are quantized symmetrically, because XNNPACK
+only takes an int8 BATCH_MATMUL whose second input has zero point 0 (otherwise it
+falls back to a builtin kernel that is 30x slower); the input rescale and RGB->BGR flip
+are folded into the stem conv (`folding`), so raw uint8 pixels go straight into the
+first conv. Building the twin of a whole model: `tflite.qat.make_qat_model`.
+
+Example:
+    >>> fq = FakeQuant(symmetric=True)
+    >>> y = fq(x, training=True)   # observes the range, then fake-quantizes
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_mobilevit import layers as kmv_layers
+from tflite import folding
+
+_register = keras.saving.register_keras_serializable(package="keras_mobilevit_qat")
+_fake_quant = keras.quantizers.fake_quant_with_min_max_vars
+
+# Smallest range an activation (width) or a weight tensor (max |w|) gets: an all-zero
+# tensor (e.g. a zero-initialized branch) must still give the converter a usable scale;
+# scales near the float32 limit make it fail or crash.
+MIN_ACTIVATION_RANGE = 1e-4
+MIN_WEIGHT_RANGE = 1e-6
+
+# TFLite's int8 softmax / logistic output: scale 1/256, zero point -128, i.e. [0, 255/256].
+UNIT_RANGE = (0.0, 255.0 / 256.0)
+PIXEL_RANGE = (0.0, 255.0)
+
+
+class UnsupportedLayerError(ValueError):
+    """The model holds a layer that QAT has no quantized version of."""
+
+
+def quantize_weights(w, axis=None):
+    """Symmetric int8 fake-quant of a weight tensor, per channel along `axis` or per tensor."""
+    if axis is None:
+        m = ops.max(ops.abs(w))
+    else:
+        axes = tuple(i for i in range(len(w.shape)) if i != axis % len(w.shape))
+        m = ops.max(ops.abs(w), axis=axes)
+    m = ops.stop_gradient(ops.maximum(m, MIN_WEIGHT_RANGE))
+    return _fake_quant(w, -m, m, num_bits=8, narrow_range=True, axis=axis)
+
+
+def _round_significant(v, bits=6):
+    """`v` rounded away from 0 to `bits` significant binary digits (0 stays 0): the
+    range only ever widens, so nothing the moving range holds gets clipped."""
+    step = ops.power(2.0, ops.floor(ops.log2(ops.maximum(ops.abs(v), 1e-30))) - (bits - 1))
+    return ops.sign(v) * ops.ceil(ops.abs(v) / step) * step
+
+
+@_register
+class FakeQuant(keras.layers.Layer):
+    """int8 fake quantization of an activation with a moving min/max range.
+
+    Training updates the range as an exponential moving average of batch min/max
+    (`momentum`); `calibrate()` sets it to the min/max over a dataset. `symmetric`
+    keeps the range centred on 0 (zero point 0 in int8); `fixed_range` never moves.
+    """
+
+    def __init__(self, symmetric=False, fixed_range=None, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.symmetric = symmetric
+        self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
+        self.momentum = momentum
+        self.calibrating = False  # set by calibrate(); never serialized
+        # The range does not depend on the input shape: create it now, so the layer is
+        # complete even inside a parent whose symbolic call skips `call`.
+        if self.fixed_range is None:
+            self._create_range()
+        self.built = True
+
+    def _create_range(self):
+        self.range_min = self.add_weight(name="range_min", shape=(), initializer="zeros",
+                                         trainable=False)
+        self.range_max = self.add_weight(name="range_max", shape=(), initializer="zeros",
+                                         trainable=False)
+        self.observed = self.add_weight(name="observed", shape=(), initializer="zeros",
+                                        trainable=False)
+
+    def call(self, x, training=None):
+        if self.fixed_range is not None:
+            return _fake_quant(x, *self.fixed_range, num_bits=8)
+        if training or self.calibrating:
+            self._observe(x)
+        return _fake_quant(x, *self.quantization_range(), num_bits=8)
+
+    def quantization_range(self):
+        """The range the fake-quant (and the int8 graph) uses: the moving range with
+        its ends rounded outward to 6 significant bits (at most 3% wider).
+
+        Why: a concat or a resize takes one int8 scale for all its tensors, and a range
+        observed on another fake-quant's output comes out a hair off that one's (e.g.
+        0.0472410 vs 0.0472467 per step); the converter refused such near-equal scales.
+        Rounded, they are equal, or a whole grid step apart."""
+        hi = _round_significant(self.range_max)
+        if self.symmetric:  # keep the zero point exactly 0 (see `_observe`)
+            return -hi * (128.0 / 127.0), hi
+        return _round_significant(self.range_min), hi
+
+    def _observe(self, x):
+        lo = ops.minimum(ops.min(x), 0.0)  # the int8 range must hold 0 exactly
+        hi = ops.maximum(ops.max(x), 0.0)
+        if self.symmetric:
+            # [-128, 127] steps of hi / 127: the zero point is exactly 0 (a plain [-m, m]
+            # puts it at 127.5, which float rounding sends to -1 or 0).
+            hi = ops.maximum(ops.maximum(-lo, hi), MIN_ACTIVATION_RANGE)
+            lo = -hi * (128.0 / 127.0)
+        hi = ops.maximum(hi, lo + MIN_ACTIVATION_RANGE)
+        seen = self.observed > 0
+        if self.calibrating:
+            lo = ops.where(seen, ops.minimum(self.range_min, lo), lo)
+            hi = ops.where(seen, ops.maximum(self.range_max, hi), hi)
+        else:
+            m = self.momentum
+            lo = ops.where(seen, m * self.range_min + (1 - m) * lo, lo)
+            hi = ops.where(seen, m * self.range_max + (1 - m) * hi, hi)
+        self.range_min.assign(ops.stop_gradient(lo))
+        self.range_max.assign(ops.stop_gradient(hi))
+        self.observed.assign(1.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "symmetric": self.symmetric,
+                "fixed_range": self.fixed_range, "momentum": self.momentum}
+
+
+def _swish(x, fq_pre, fq_act, training):
+    x = fq_pre(x, training=training)
+    return fq_act(x * ops.sigmoid(x), training=training)
+
+
+@_register
+class QConvAct(keras.layers.Layer):
+    """`ConvNormAct` for QAT: BatchNorm folded into the kernel and a bias, per-channel
+    int8 weights, fake-quant after the conv and after swish."""
+
+    def __init__(self, filters, kernel_size=1, strides=1, dilation_rate=1, depthwise=False,
+                 activation="swish", use_bias=True, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.depthwise = filters, kernel_size, depthwise
+        self.strides, self.dilation_rate = strides, dilation_rate
+        self.activation, self.use_bias, self.momentum = activation, use_bias, momentum
+        self.pad, self.padding = kmv_layers.torch_padding(kernel_size, strides, dilation_rate)
+        self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
+        if activation not in ("swish", None):  # ConvNormAct's two choices
+            raise UnsupportedLayerError(f"QAT supports ConvNormAct activation swish or None, "
+                                        f"not {activation!r}")
+        self.fq_act = FakeQuant(momentum=momentum, name="fq_act") if activation else None
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        k = self.kernel_size
+        shape = (k, k, channels, 1) if self.depthwise else (k, k, channels, self.filters)
+        out = channels if self.depthwise else self.filters
+        self.kernel = self.add_weight(name="kernel", shape=shape, initializer="glorot_uniform")
+        self.bias = (self.add_weight(name="bias", shape=(out,), initializer="zeros")
+                     if self.use_bias else None)
+
+    def call(self, x, training=None):
+        if self.pad:
+            p = self.pad
+            x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+        if self.depthwise:
+            w = quantize_weights(self.kernel, axis=2)
+            x = ops.depthwise_conv(x, w, strides=self.strides, padding=self.padding,
+                                   dilation_rate=self.dilation_rate)
+        else:
+            w = quantize_weights(self.kernel, axis=3)
+            x = ops.conv(x, w, strides=self.strides, padding=self.padding,
+                         dilation_rate=self.dilation_rate)
+        if self.bias is not None:
+            x = x + self.bias
+        if self.activation == "swish":
+            return _swish(x, self.fq_out, self.fq_act, training)
+        return self.fq_out(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1:3]
+        span = self.dilation_rate * (self.kernel_size - 1) + 1
+
+        def size(n):
+            if n is None or self.padding == "same":  # "same" only at stride 1: size kept
+                return n
+            return (n + 2 * self.pad - span) // self.strides + 1
+
+        out = input_shape[-1] if self.depthwise else self.filters
+        return (input_shape[0], size(h), size(w), out)
+
+    def load_float(self, layer, preprocess=None):
+        """Fold `layer`'s (a ConvNormAct) BatchNorm into this layer's kernel and bias,
+        and the `preprocess` layer before it, if given (see `folding`)."""
+        kernel = np.array(layer.conv.kernel.numpy(), dtype="float32")
+        out = kernel.shape[2] if self.depthwise else kernel.shape[3]
+        scale, shift = np.ones(out, "float32"), np.zeros(out, "float32")
+        if layer.norm is not None:  # Keras BatchNormalization: gamma and beta always there
+            bn = layer.norm
+            scale = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+            shift = bn.beta.numpy() - bn.moving_mean.numpy() * scale
+        kernel = kernel * (scale[None, None, :, None] if self.depthwise else scale)
+        self.kernel.assign(folding.folded_kernel(kernel, preprocess) if preprocess else kernel)
+        if self.bias is not None:
+            self.bias.assign(shift)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "strides": self.strides,
+                "dilation_rate": self.dilation_rate, "depthwise": self.depthwise,
+                "activation": self.activation, "use_bias": self.use_bias,
+                "momentum": self.momentum}
+
+
+def _dense(x, kernel, bias):
+    y = ops.matmul(x, quantize_weights(kernel))
+    return y + bias if bias is not None else y
+
+
+@_register
+class QDense(keras.layers.Layer):
+    """`keras.layers.Dense` for QAT: per-tensor int8 weights, fake-quant on the output
+    (before and after the activation: None, "silu"/"swish" or "softmax")."""
+
+    def __init__(self, units, activation=None, use_bias=True, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in (None, "linear", "silu", "swish", "softmax"):
+            raise UnsupportedLayerError(
+                f"QAT supports Dense with activation None, silu or softmax, not {activation!r}"
+            )
+        self.units = units
+        self.activation = None if activation == "linear" else activation
+        self.use_bias = use_bias
+        self.momentum = momentum
+        self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
+        self.fq_act = None
+        if self.activation in ("silu", "swish"):
+            self.fq_act = FakeQuant(momentum=momentum, name="fq_act")
+        elif self.activation == "softmax":
+            self.fq_act = FakeQuant(fixed_range=UNIT_RANGE, name="fq_act")
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+                                      initializer="glorot_uniform")
+        self.bias = (self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+                     if self.use_bias else None)
+
+    def call(self, x, training=None):
+        y = _dense(x, self.kernel, self.bias)
+        if self.activation in ("silu", "swish"):
+            return _swish(y, self.fq_out, self.fq_act, training)
+        y = self.fq_out(y, training=training)
+        if self.activation == "softmax":
+            y = self.fq_act(ops.softmax(y, axis=-1), training=training)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def load_float(self, layer):
+        self.kernel.assign(layer.kernel.numpy())
+        if self.bias is not None:
+            self.bias.assign(layer.bias.numpy())
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation,
+                "use_bias": self.use_bias, "momentum": self.momentum}
+
+
+@_register
+class QLayerNorm(keras.layers.Layer):
+    """`LayerNorm` (last axis, or all non-batch axes for v2's GroupNorm(1)) for QAT:
+    every intermediate of the int8 graph gets a fake-quant range."""
+
+    # No fake-quant on `var + eps`: the default int8 graph computes it in float (the
+    # RSQRT float island takes its epsilon ADD along, see rewrite.float_islands), and
+    # quantizing it rounded a flat token's variance (var + eps < half a step) to 0:
+    # rsqrt(0) = inf made the ranges infinite and the gradients NaN. (--strict-int8
+    # calibrates that ADD on the representative data instead.)
+    _STEPS = ("mean", "centered", "squared", "var", "inv_std", "normed", "scaled", "out")
+
+    def __init__(self, epsilon=kmv_layers.BN_EPSILON, axes="last", momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.axes = axes
+        self.momentum = momentum
+        self.fq = {s: FakeQuant(momentum=momentum, name=f"fq_{s}") for s in self._STEPS}
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+
+    def call(self, x, training=None):
+        fq = {s: (lambda t, s=s: self.fq[s](t, training=training)) for s in self._STEPS}
+        axes = -1 if self.axes == "last" else tuple(range(1, len(x.shape)))
+        mean = fq["mean"](ops.mean(x, axis=axes, keepdims=True))
+        centered = fq["centered"](x - mean)
+        squared = fq["squared"](centered * centered)
+        var = fq["var"](ops.mean(squared, axis=axes, keepdims=True))
+        inv_std = fq["inv_std"](ops.rsqrt(var + self.epsilon))  # var >= 0: finite
+        normed = fq["normed"](centered * inv_std)
+        return fq["out"](fq["scaled"](normed * self.gamma) + self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def load_float(self, layer):
+        self.gamma.assign(layer.gamma.numpy())
+        self.beta.assign(layer.beta.numpy())
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon, "axes": self.axes,
+                "momentum": self.momentum}
+
+
+class _QAttention(keras.layers.Layer):
+    """Shared parts of the attention twins: qkv and out projections, dropout."""
+
+    def __init__(self, attention_dropout=0.0, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.attention_dropout = attention_dropout
+        self.momentum = momentum
+        self.dropout = keras.layers.Dropout(attention_dropout)
+
+    def _fq(self, name, **kwargs):
+        return FakeQuant(momentum=self.momentum, name=name, **kwargs)
+
+    def _build_projections(self, dim, qkv_units):
+        self.qkv_kernel = self.add_weight(name="qkv_kernel", shape=(dim, qkv_units))
+        self.qkv_bias = self.add_weight(name="qkv_bias", shape=(qkv_units,), initializer="zeros")
+        self.out_kernel = self.add_weight(name="out_kernel", shape=(dim, dim))
+        self.out_bias = self.add_weight(name="out_bias", shape=(dim,), initializer="zeros")
+
+    def load_float(self, layer):
+        self.qkv_kernel.assign(layer.qkv_proj.kernel.numpy())
+        self.qkv_bias.assign(layer.qkv_proj.bias.numpy())
+        self.out_kernel.assign(layer.out_proj.kernel.numpy())
+        self.out_bias.assign(layer.out_proj.bias.numpy())
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "attention_dropout": self.attention_dropout,
+                "momentum": self.momentum}
+
+
+@_register
+class QMultiHeadSelfAttention(_QAttention):
+    """v1 `MultiHeadSelfAttention` for QAT. Keys and values are quantized symmetrically
+    so that XNNPACK runs both int8 batched matmuls (see the module docstring)."""
+
+    def __init__(self, num_heads=4, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.fq_qkv = self._fq("fq_qkv")
+        self.fq_q = self._fq("fq_q")
+        self.fq_k = self._fq("fq_k", symmetric=True)
+        self.fq_v = self._fq("fq_v", symmetric=True)
+        self.fq_scores = self._fq("fq_scores")
+        self.fq_attn = self._fq("fq_attn", fixed_range=UNIT_RANGE)
+        self.fq_context = self._fq("fq_context")
+        self.fq_out = self._fq("fq_out")
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self._build_projections(dim, 3 * dim)
+
+    def call(self, x, training=None):
+        n, dim = ops.shape(x)[1], x.shape[-1]  # N may be dynamic (unknown batch shapes)
+        h = self.num_heads
+        hd = dim // h
+        qkv = self.fq_qkv(_dense(x, self.qkv_kernel, self.qkv_bias), training=training)
+        qkv = ops.transpose(ops.reshape(qkv, (-1, n, 3 * h, hd)), (0, 2, 1, 3))  # [B', 3h, N, hd]
+        q = self.fq_q(qkv[:, :h] * (hd ** -0.5), training=training)
+        k = self.fq_k(qkv[:, h:2 * h], training=training)
+        v = self.fq_v(qkv[:, 2 * h:], training=training)
+        scores = self.fq_scores(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), training=training)
+        # a single patch (tiny inputs) attends to itself with weight 1, as in the float layer
+        attn = ops.ones_like(scores) if scores.shape[-1] == 1 else ops.softmax(scores, axis=-1)
+        attn = self.fq_attn(attn, training=training)
+        attn = self.dropout(attn, training=training)
+        context = self.fq_context(ops.matmul(attn, v), training=training)  # [B', h, N, hd]
+        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, n, dim))
+        return self.fq_out(_dense(context, self.out_kernel, self.out_bias), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads}
+
+
+@_register
+class QLinearSelfAttention(_QAttention):
+    """v2 `LinearSelfAttention` (separable attention) for QAT."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.fq_qkv = self._fq("fq_qkv")
+        self.fq_scores = self._fq("fq_scores", fixed_range=UNIT_RANGE)
+        self.fq_weighted = self._fq("fq_weighted")
+        self.fq_context = self._fq("fq_context")
+        self.fq_values = self._fq("fq_values")
+        self.fq_gated = self._fq("fq_gated")
+        self.fq_out = self._fq("fq_out")
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self._build_projections(dim, 1 + 2 * dim)
+
+    def call(self, x, training=None):
+        dim = x.shape[-1]
+        qkv = self.fq_qkv(_dense(x, self.qkv_kernel, self.qkv_bias), training=training)
+        q, k, v = qkv[..., :1], qkv[..., 1:1 + dim], qkv[..., 1 + dim:]  # [B, P, N, 1 | d | d]
+        scores = self.fq_scores(ops.softmax(q, axis=2), training=training)
+        scores = self.dropout(scores, training=training)
+        weighted = self.fq_weighted(k * scores, training=training)
+        context = self.fq_context(ops.sum(weighted, axis=2, keepdims=True), training=training)
+        values = self.fq_values(ops.relu(v), training=training)
+        gated = self.fq_gated(values * context, training=training)
+        return self.fq_out(_dense(gated, self.out_kernel, self.out_bias), training=training)
+
+
+@_register
+class QPreprocess(kmv_layers.Preprocess):
+    """`Preprocess` for QAT when it cannot be folded into a following conv: pixel-range
+    input, then a fake-quant on the rescaled (and flipped) output."""
+
+    def __init__(self, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.fq_in = FakeQuant(fixed_range=PIXEL_RANGE, name="fq_in")
+        self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
+
+    def call(self, x, training=None):
+        return self.fq_out(super().call(self.fq_in(x)), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}
+
+
+@_register
+class QPatchResize(kmv_layers.PatchResize):
+    """`PatchResize` for QAT: the same bilinear resampling (PyTorch's, half-pixel or
+    align-corners) written as two matmuls with constant interpolation matrices, one per
+    resized axis, each followed by a fake-quant.
+
+    Why not one RESIZE_BILINEAR: int8 needs the same scale on its input and output, but
+    the converter fixes the input's scale from the fake-quant before it and the output's
+    from the ones after it, and refused the graph when they differed (even in the last
+    float bit), at random with the ranges. A matmul has its own output scale. Resizes
+    only happen for maps that are not a multiple of the patch size (e.g. 1x1 -> 2x2 ->
+    1x1 at stage 5 of a 32x32 input), so the matmuls are tiny.
+    """
+
+    def __init__(self, patch_size=2, align_corners=False, momentum=0.99, **kwargs):
+        super().__init__(patch_size, align_corners, **kwargs)
+        self.momentum = momentum
+        self.fq_h = FakeQuant(momentum=momentum, name="fq_h")
+        self.fq_w = FakeQuant(momentum=momentum, name="fq_w")
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}
+
+    def call(self, inputs, training=None):
+        x, like = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
+        if not kmv_layers._needs_resize(x, like, self.patch_size):
+            return x  # nothing to resize: no op in the graph
+        h, w = x.shape[1], x.shape[2]
+        if like is not None:
+            out_h, out_w = like.shape[1], like.shape[2]
+        else:
+            p = self.patch_size
+            out_h, out_w = (-(-h // p) * p if h else None), (-(-w // p) * p if w else None)
+        if None in (h, w, out_h, out_w):
+            return self._dynamic(x, like, training)  # e.g. training on unknown sizes
+        if (h, w) == (1, 1):  # 1x1 -> any size: the bilinear resize repeats the pixel
+            ones = ops.ones((1, out_h, out_w, 1), dtype=x.dtype)
+            return self.fq_w(x * ones, training=training)
+        if (out_h, out_w) == (1, 1) and not self.align_corners and h == w == 2:
+            # 2x2 -> 1x1 with half-pixel centres: the mean of the four
+            return self.fq_w(ops.mean(x, axis=(1, 2), keepdims=True), training=training)
+        if out_h != h:  # [out_h, h] x [B, h, W, C]
+            x = self.fq_h(ops.einsum("oh,bhwc->bowc", self._matrix(h, out_h), x),
+                          training=training)
+        if out_w != w:
+            x = self.fq_w(ops.einsum("ow,bhwc->bhoc", self._matrix(w, out_w), x),
+                          training=training)
+        return x
+
+    def _dynamic(self, x, like, training):
+        """Sizes known only at run time (multi-scale training): the static graph's ops
+        for the sizes met at run time, chosen by `tf.cond`, so the fake-quants see
+        what the exported graph at that size holds: a 1x1 map repeated and a 2x2 -> 1x1
+        mean each take fq_w only; otherwise keras_mobilevit's bilinear resize (the
+        same math as the matmuls) one axis at a time, only along an axis whose size changes (no
+        extra quantization where the exported graph has no resize)."""
+        shape = ops.shape(like if like is not None else x)
+        in_h, in_w = ops.shape(x)[1], ops.shape(x)[2]
+        p = self.patch_size
+        out_h, out_w = ((shape[1], shape[2]) if like is not None else
+                        ((in_h + p - 1) // p * p, (in_w + p - 1) // p * p))
+
+        def resize(t, size, axis, fq):
+            return fq(kmv_layers._resize_axis(t, size, axis, self.align_corners),
+                      training=training)
+
+        def per_axis():
+            y = tf.cond(tf.not_equal(out_h, in_h),
+                        lambda: resize(x, out_h, 1, self.fq_h), lambda: x)
+            return tf.cond(tf.not_equal(out_w, in_w),
+                           lambda: resize(y, out_w, 2, self.fq_w), lambda: y)
+
+        def repeat():  # the static graph's `x * ones`
+            return self.fq_w(x * tf.ones(tf.stack([1, out_h, out_w, 1]), x.dtype),
+                             training=training)
+
+        def mean():
+            return self.fq_w(tf.reduce_mean(x, axis=(1, 2), keepdims=True), training=training)
+
+        is_pixel = (in_h == 1) & (in_w == 1) & ((out_h != 1) | (out_w != 1))
+        is_mean = tf.constant(not self.align_corners) & (in_h == 2) & (in_w == 2) & (
+            out_h == 1) & (out_w == 1)
+        return tf.cond(is_pixel, repeat, lambda: tf.cond(is_mean, mean, per_axis))
+
+

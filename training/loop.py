@@ -1,0 +1,105 @@
+"""The training loop: build, resume, fit epoch by epoch, evaluate, save the artifacts.
+
+Everything task-specific (model, loss, metrics, datasets) comes from the run's
+`tasks.Task`; the output folder has been claimed and prepared (training/rundir.py).
+
+Example:
+    >>> summary = train(config, tasks.get_task(config.task), source,
+    ...                 tf.distribute.get_strategy(), Path("runs/x"), chief=True)
+"""
+
+import functools
+import json
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_mobilevit.fileio import atomic_path, write_text_atomic
+from training import callbacks as cb
+from training import checkpoint, models, reporting
+
+
+def train(config, task, source, strategy, out, chief, build_model=None, verbose="auto"):
+    """Trains (resuming if `out` has checkpoints), evaluates, saves; returns the summary.
+
+    build_model: `config -> uncompiled keras.Model`, instead of `task.build_model`.
+    """
+    start = time.time()
+    manager = checkpoint.CheckpointManager(out / "checkpoints", write=chief)
+    with strategy.scope():
+        model = (build_model or task.build_model)(config)
+        models.compile_model(model, config, task.make_loss(config), task.make_metrics(config))
+        step = manager.restore(model)
+    resumed = step > 0
+    if resumed:
+        print(f"Resuming from step {step} of {config.total_steps} ({manager.directory})")
+    if chief:
+        reporting.trim_history(out / "history.csv", step // config.steps_per_epoch)
+    eval_ds = task.eval_dataset(source, config.pipeline_settings())
+    stats = cb.EpochStats(config.images_per_step)
+    callbacks = _callbacks(config, out, chief, manager, step, stats)
+    _fit(model, config, task, source, strategy, eval_ds, step, callbacks,
+         verbose if chief else 0)
+
+    ema = model.optimizer.use_ema
+    print("Evaluating the " + ("EMA" if ema else "final") + " weights on "
+          f"{source.eval_split} ...")
+    metrics = model.evaluate(eval_ds, return_dict=True, verbose=verbose if chief else 0)
+    history = reporting.read_history(out / "history.csv") if chief else []
+    summary = dict(
+        model=config.model, dataset=config.dataset, eval_split=source.eval_split,
+        eval_examples=source.num_examples(source.eval_split), metrics=metrics, ema=ema,
+        raw_accuracy=history[-1].get("val_accuracy") if history else None,
+        images_per_sec=stats.images_per_sec(),
+        wall_seconds=time.time() - start, resumed=resumed, steps=config.total_steps,
+        model_path=str(out / "model.keras"), history_path=str(out / "history.csv"),
+        plot_path=str(out / "curves.png"), log_dir=str(out / "logs"),
+        summary_path=str(out / "summary.json"))
+    if chief:
+        save_artifacts(model, summary, out)
+    return summary
+
+
+def _callbacks(config, out, chief, manager, step, stats):
+    """Epoch stats, history and logs (chief only), then checkpoints.
+
+    The checkpoint callback comes after CSVLogger: an epoch's row is written before the
+    checkpoint that marks the epoch done (see checkpoint.CheckpointCallback).
+    """
+    callbacks = [stats]
+    if chief:
+        callbacks += [keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+                      keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False)]
+    return callbacks + [checkpoint.CheckpointCallback(
+        manager, step, config.checkpoint_every, config.steps_per_epoch)]
+
+
+def _fit(model, config, task, source, strategy, eval_ds, step, callbacks, verbose):
+    """Fits from global `step` to the end; a resumed partial epoch is its own fit call."""
+    steps_per_epoch, epochs = config.steps_per_epoch, config.recipe.epochs
+    settings = config.pipeline_settings()
+    ema, trained = model.optimizer.use_ema, False
+    while step < config.total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        end_epoch = epoch + 1 if offset else epochs  # finish a resumed epoch on its own
+        seed = config.seed + step  # a new shuffle after every resume
+        tf.random.set_seed(seed)
+        train_ds = strategy.distribute_datasets_from_function(
+            functools.partial(task.train_dataset, source, settings, seed=seed))
+        extra = [cb.KeepTrainingWeights()] if ema and end_epoch < epochs else []
+        model.fit(train_ds, initial_epoch=epoch, epochs=end_epoch,
+                  steps_per_epoch=steps_per_epoch - offset, validation_data=eval_ds,
+                  callbacks=callbacks + extra, shuffle=False, verbose=verbose)
+        step, trained = end_epoch * steps_per_epoch, True
+    if ema and not trained:  # nothing left to train: swap in the EMA weights as fit does
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+
+
+def save_artifacts(model, summary, out):
+    """model.keras (a plain functional copy: weights, no optimizer), curves, summary."""
+    export = keras.Model(model.inputs, model.outputs, name=model.name)
+    with atomic_path(out / "model.keras") as tmp:
+        export.save(tmp)
+    reporting.plot_history(out / "history.csv", out / "curves.png")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
