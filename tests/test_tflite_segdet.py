@@ -7,6 +7,8 @@ outputs. Segmentation: bilinear upsampling as RESIZE_BILINEAR and the argmax ins
 the graph, uint8 class map or uint8 logits out.
 """
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -16,8 +18,10 @@ pytest.importorskip("ai_edge_litert")
 
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
+import keras_mobilevit as kmv  # noqa: E402
 from keras_mobilevit import layers as kmv_layers  # noqa: E402
-from tflite import analyze, convert, detection, segmentation, tasks  # noqa: E402
+from tflite import (analyze, android, benchmark_report, convert, detection, qat,  # noqa: E402
+                    segmentation, tasks)
 
 SIZE = 32
 CLASSES = 4  # background + 3
@@ -56,34 +60,10 @@ SPEC = detection.PostprocessSpec(num_classes=CLASSES - 1, score_threshold=0.3,
 
 
 def _convert(model, mode, **task_options):
-    """Export + convert as tflite.convert does (float32, or the converter's own int8)
-    through `tasks.resolve`."""
-    import tempfile
-
-    from tensorflow.lite.python import convert as tfl_convert
-
-    trunk, head = tasks.resolve(model, **task_options)
-    size = trunk.inputs[0].shape[1:3]
-
-    def serve(pixels):
-        if mode == "int8":  # raw uint8 pixels in, as tflite.convert pins them
-            pixels = keras.quantizers.fake_quant_with_min_max_vars(pixels, 0.0, 255.0)
-        return head.outputs(trunk(pixels, training=False))
-
-    with tempfile.TemporaryDirectory() as folder:
-        archive = keras.export.ExportArchive()
-        archive.track(trunk)
-        archive.add_endpoint("serve", serve, input_signature=[
-            tf.TensorSpec((1, *size, 3), tf.float32, "pixels")])
-        archive.write_out(folder, verbose=False)
-        if mode == "float32":
-            content = convert._run_converter(convert._converter(folder, "float32"))
-        else:
-            calibrated = convert.calibrate_tflite(folder, _pixels(16, size[0]))
-            content = tfl_convert.mlir_quantize(
-                calibrated, input_data_type=tf.uint8,
-                output_data_type=getattr(tf, head.output_dtype("uint8")))
-    return head.finish(content)
+    """`convert.convert` of a stand-in (plain Keras layers: the converter's own int8
+    calibration, as for any model QAT does not cover)."""
+    size = model.inputs[0].shape[1]
+    return convert.convert(model, mode, _pixels(16, size), ptq="converter", **task_options)
 
 
 def _convert_detector(model, mode, spec=SPEC):
@@ -119,13 +99,13 @@ def _iou(box, boxes):
 def _reference(regressions, scores, anchors, spec):
     boxes, found = _decode(regressions, anchors), []
     for c in range(1, scores.shape[1]):
-        order = [i for i in np.argsort(-scores[:, c], kind="stable")
-                 if scores[i, c] >= spec.score_threshold]
+        order = np.argsort(-scores[:, c], kind="stable")
+        order = order[scores[order, c] >= spec.score_threshold]
         kept = []
-        while order and len(kept) < spec.detections_per_class:
+        while order.size and len(kept) < spec.detections_per_class:
             best, order = order[0], order[1:]
             kept.append(best)
-            order = [i for i in order if _iou(boxes[best], boxes[[i]])[0] <= spec.iou_threshold]
+            order = order[_iou(boxes[best], boxes[order]) <= spec.iou_threshold]
         found += [(scores[i, c], c - 1, boxes[i]) for i in kept]
     found.sort(key=lambda t: -t[0])
     found = found[:spec.max_detections]
@@ -133,10 +113,11 @@ def _reference(regressions, scores, anchors, spec):
     return yxyx, np.array([c for _, c, _ in found]), np.array([s for s, _, _ in found])
 
 
-def _check_against_reference(outputs, regressions, scores, spec):
+def _check_against_reference(outputs, regressions, scores, spec, anchors=None):
     boxes, classes, probs, count = outputs
     n = int(count[0])
-    want_boxes, want_classes, want_scores = _reference(regressions, scores, _anchors(), spec)
+    anchors = _anchors() if anchors is None else anchors
+    want_boxes, want_classes, want_scores = _reference(regressions, scores, anchors, spec)
     assert n == len(want_classes) and n > 3  # a non-degenerate case
     np.testing.assert_array_equal(classes[0, :n].astype(int), want_classes)
     np.testing.assert_allclose(probs[0, :n], want_scores, rtol=1e-5, atol=1e-6)
@@ -147,7 +128,11 @@ def _check_against_reference(outputs, regressions, scores, spec):
 def test_detector_ends_in_the_postprocess_op_with_the_outputs_apps_expect(raw_detector, mode):
     content = _convert_detector(raw_detector, mode)
     graph = analyze.load(content)
-    assert [op.name for op in analyze.non_builtin_ops(graph)] == [f"CUSTOM:{detection.OP_NAME}"]
+    # the one custom op, which LiteRT registers by default: allowed, and said so
+    assert analyze.non_builtin_ops(graph) == []
+    assert [op.custom_name for op in analyze.allowed_custom_ops(graph)] == [detection.OP_NAME]
+    assert [op.custom_name for op in analyze.non_builtin_ops(graph, allowed=())] == [
+        detection.OP_NAME]
     assert graph.ops[-1].name == f"CUSTOM:{detection.OP_NAME}"
     assert [t.name for t in graph.outputs] == list(detection.TENSOR_NAMES)
     assert [(t.shape, t.dtype) for t in graph.outputs] == [
@@ -310,3 +295,182 @@ def test_task_of_reads_the_outputs(raw_detector, segmenter):
         tasks.resolve(segmenter, segmentation_output="mask")
     with pytest.raises(ValueError, match="post-processing settings"):
         tasks.resolve(raw_detector)  # no SSDPostprocess layer, not named ssdlite_*
+
+
+# --- the real models on the segdet fixture weights (non-degenerate outputs) -----------
+
+REAL_SIZE = {"segmentation": 128, "detection": 192}
+
+
+def _fixture_images(fixtures_path, name, size):
+    """The fixture's two input images (RGB in [0, 1]) as raw pixels at `size`."""
+    with np.load(fixtures_path / "segdet" / f"{name}.npz") as f:
+        images = f["input_nhwc"]
+    return np.round(tf.image.resize(images * 255.0, (size, size)).numpy().clip(0, 255))
+
+
+@pytest.fixture(scope="module")
+def deeplab(fixtures_path):
+    path = fixtures_path / "segdet" / "deeplabv3_mobilevit_v1_xxs.pt"
+    size = REAL_SIZE["segmentation"]
+    model = kmv.DeepLabV3("mobilevit_xxs", weights=str(path), input_shape=(size, size, 3))
+    return model, _fixture_images(fixtures_path, "deeplabv3_mobilevit_v1_xxs", size)
+
+
+@pytest.fixture(scope="module")
+def ssdlite(fixtures_path):
+    path = fixtures_path / "segdet" / "ssdlite_mobilevit_v2_050.pt"
+    size = REAL_SIZE["detection"]
+    model = kmv.SSDLite("mobilevitv2_050", weights=str(path), input_shape=(size, size, 3))
+    return model, _fixture_images(fixtures_path, "ssdlite_mobilevit_v2_050", size)
+
+
+def _int8_structure(graph):
+    """uint8 raw pixels in, integer kernels: float only in the default float islands and
+    the detection op (float by design)."""
+    assert graph.inputs[0].dtype == "uint8" and graph.inputs[0].scale == (1.0,)
+    assert graph.inputs[0].zero_point == (0,)
+    floats = {op.name for op in analyze.float_ops(graph)}
+    assert floats <= {"QUANTIZE", "DEQUANTIZE", "SOFTMAX", "RSQRT", "ADD",
+                      f"CUSTOM:{detection.OP_NAME}"}, floats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_deeplabv3_class_map_agrees_with_keras(deeplab, mode):
+    model, images = deeplab
+    content = convert.convert(model, mode, images)
+    graph = analyze.load(content)
+    assert analyze.non_builtin_ops(graph) == [] and analyze.allowed_custom_ops(graph) == []
+    assert graph.outputs[0].shape == (1, *images.shape[1:3]) and graph.outputs[0].dtype == "uint8"
+    assert [op.name for op in graph.ops].count("RESIZE_BILINEAR") == 1
+    want = np.argmax(keras.ops.convert_to_numpy(model(images)), axis=-1)
+    got = np.concatenate([_run(content, image)[0][0] for image in images])
+    agreement = np.mean(got == want)
+    print(f"DeepLabV3 {mode}: pixel agreement with Keras {agreement:.4f} "
+          f"({np.unique(want).size} classes in the Keras maps)")
+    assert np.unique(want).size > 3  # not a degenerate map
+    if mode == "float32":
+        assert agreement > 0.999, agreement
+    else:
+        _int8_structure(graph)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_ssdlite_ends_in_the_op_and_agrees_with_keras(ssdlite, mode):
+    """float32: the confident Keras detections (official post-processing) found by the
+    op within a pixel. int8: the op's detections equal a decode + NMS of the int8
+    graph's own raw outputs (the int8 network's agreement is printed, see the report)."""
+    model, images = ssdlite
+    content = convert.convert(model, mode, images)
+    graph = analyze.load(content)
+    assert [op.custom_name for op in analyze.allowed_custom_ops(graph)] == [detection.OP_NAME]
+    assert [t.name for t in graph.outputs] == list(detection.TENSOR_NAMES)
+    spec = tasks.detection_spec(model)
+    assert detection.op_attributes(graph)["num_classes"] == 80
+    matched, total = _matched_detections(content, model, images)
+    print(f"SSDLite {mode}: {matched}/{total} confident Keras detections within a pixel")
+    if mode == "float32":
+        assert total >= 20 and matched >= 0.95 * total
+        return
+    _int8_structure(graph)
+    outputs, it = _run(content, images[0], keep_tensors=True)
+    encodings, scores = (it.get_tensor(t.index)[0] for t in graph.ops[-1].inputs[:2])
+    anchors = kmv.detection.model_anchors(model)
+    _check_against_reference(outputs, encodings[:, [1, 0, 3, 2]], scores, spec, anchors)
+
+
+def _matched_detections(content, model, images, min_score=0.5):
+    """(how many of the Keras model's detections above `min_score` the .tflite has, of
+    the same class, within a pixel on every side; how many there are)."""
+    size = images.shape[1]
+    want = {k: keras.ops.convert_to_numpy(v) for k, v in model(images).items()}
+    matched = total = 0
+    for k, image in enumerate(images):
+        (boxes, classes, _, count), _ = _run(content, image)
+        n = int(count[0])
+        got_boxes, got_classes = boxes[0, :n] * size, classes[0, :n].astype(int) + 1
+        m = int(want["num_detections"][k])
+        keep = want["scores"][k][:m] > min_score
+        for box, cls in zip(want["boxes"][k][:m][keep][:, [1, 0, 3, 2]] * size,
+                            want["classes"][k][:m][keep]):
+            err = np.abs(got_boxes[got_classes == cls] - box).max(axis=1, initial=0)
+            matched += bool((got_classes == cls).any() and err.min() < 1.0)
+            total += 1
+    return matched, total
+
+
+# --- artifacts, command line, QAT coverage, report (fast) ------------------------------
+
+def test_android_spec_of_a_detector_and_a_segmenter(raw_detector, segmenter, tmp_path):
+    path = tmp_path / "det_int8.tflite"
+    path.write_bytes(_convert_detector(raw_detector, "int8"))
+    spec = android.write_artifacts(str(path), labels=["a", "b", "c"], quantization="int8")
+    assert spec["task"] == "detection" and spec["num_classes"] == CLASSES - 1
+    assert [o["name"] for o in spec["outputs"]] == list(detection.TENSOR_NAMES)
+    assert spec["outputs"][0]["shape"] == [1, 10, 4] and "ymin" in spec["outputs"][0]["meaning"]
+    assert detection.OP_NAME in spec["runtime"]
+    with pytest.raises(ValueError, match="4 labels for a model with 3 classes"):
+        android.model_spec(str(path), labels=list("abcd"))
+    for output, meaning in (("class", "class index per pixel"), ("logits", "logits")):
+        path = tmp_path / f"seg_{output}.tflite"
+        path.write_bytes(_convert_segmenter(segmenter, "int8", output))
+        spec = android.write_artifacts(str(path), quantization="int8")
+        assert spec["task"] == "segmentation" and spec["num_classes"] == SEG_CLASSES
+        assert meaning in spec["output"]["meaning"]
+        assert (tmp_path / f"seg_{output}.labels.txt").read_text().split() == [
+            f"class_{i}" for i in range(SEG_CLASSES)]
+
+
+def test_convert_command_line_builds_a_segmenter_by_name(tmp_path):
+    out = tmp_path / "out"
+    assert convert.main(["deeplabv3:mobilevitv3_xxs", "--input-size", "64", "--classes", "4",
+                         "--quant", "float32", "--seg-output", "logits", "-o", str(out)]) == 0
+    spec = json.loads((out / "deeplabv3_mobilevitv3_xxs_float32.json").read_text())
+    assert spec["task"] == "segmentation" and spec["output"]["shape"] == [1, 64, 64, 4]
+    with pytest.raises(SystemExit):
+        convert.main(["pspnet:mobilevitv3_xxs", "-o", str(out)])
+
+
+def test_qat_twins_cover_the_deeplabv3_and_ssdlite_heads():
+    keras.utils.set_random_seed(3)
+    images = _pixels(2, 64)
+    for model in (kmv.DeepLabV3("mobilevitv3_xxs", input_shape=(64, 64, 3)),
+                  kmv.SSDLite("mobilevitv3_xxs", input_shape=(160, 160, 3))):
+        x = images if model.inputs[0].shape[1] == 64 else _pixels(2, 160)
+        twin = qat.make_qat_model(model, calibration_data=x, batch_size=2)
+        kinds = {type(layer).__name__ for layer in twin.layers}
+        assert "QBilinearResize" in kinds or "SSDPostprocess" in kinds
+        want, got = model(x), twin(x)
+        if isinstance(want, dict):  # the raw outputs; the post-processing stays float
+            want, got = want["class_logits"], got["class_logits"]
+        want, got = keras.ops.convert_to_numpy(want), keras.ops.convert_to_numpy(got)
+        assert np.abs(got - want).mean() < 0.1 * np.abs(want).mean() + 1e-3
+
+
+def test_task_report_goes_to_its_own_benchmarks_section(tmp_path):
+    row = {"size_bytes": 3e6, "size_vs_float32": 0.28, "float_ops": [], "model_rss_bytes": 2**20,
+           "latency_1_thread": {"p50_ms": 50.0, "p90_ms": 55.0, "threads": 1},
+           "latency_2_thread": {"p50_ms": 30.0, "p90_ms": 33.0, "threads": 2}}
+    report = {"machine": {"cpu": "cpu", "cores": 2, "load_average_1m_at_start": 1.0,
+                          "platform": "linux", "interpreter": "ai-edge-litert 2.3.0",
+                          "converter": "tensorflow 2.21.0", "date": "today"},
+              "command": "python -m tflite.benchmark --tasks segmentation", "complete": True,
+              "tasks": [{"task": "segmentation", "model": "deeplabv3_mobilevitv3_xs_512",
+                         "size": 512, "targets": {"int8_size_vs_float32": 0.3,
+                                                  "int8_p50_vs_float32": 0.6},
+                         "results": {"float32": {**row, "size_vs_float32": 1.0,
+                                                 "latency_1_thread": {"p50_ms": 100.0,
+                                                                      "p90_ms": 110.0,
+                                                                      "threads": 1}},
+                                     "int8 PTQ": row}}]}
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n## LiteRT benchmarks (tflite/)\n\nkept\n")
+    benchmark_report.update_section(str(md), report, "out/benchmark.json")
+    text = md.read_text()
+    assert "kept" in text and "## LiteRT benchmarks: segmentation and detection" in text
+    assert "int8 file <= 0.3x float32: 0.28x: **met**" in text
+    assert "int8 p50 <= 0.6x float32 (1 thread): 0.50x: **met**" in text
+    benchmark_report.update_section(str(md), report, "out/benchmark.json")  # replaced, once
+    assert md.read_text().count("segmentation and detection (tflite/)") == 1
