@@ -273,7 +273,7 @@ def _ptq_twin(model, samples):
     try:
         # batches of at most 16 images of 256x256 pixels: a 512x512 segmenter's
         # attention maps at batch 16 took 8 GB
-        h, w = model.inputs[0].shape[1:3]
+        h, w = (n or 256 for n in model.inputs[0].shape[1:3])
         return qat.make_qat_model(model, calibration_data=samples,
                                   num_calibration_samples=len(samples),
                                   batch_size=max(1, min(16, 16 * 256 * 256 // (h * w))))
