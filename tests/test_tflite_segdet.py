@@ -299,30 +299,30 @@ def test_task_of_reads_the_outputs(raw_detector, segmenter):
 
 # --- the real models on the segdet fixture weights (non-degenerate outputs) -----------
 
-REAL_SIZE = {"segmentation": 128, "detection": 192}
+# (builder, backbone, fixture name, input size): fixture weights at a small size
+REAL_MODELS = {"segmentation": (kmv.DeepLabV3, "mobilevit_xxs", "deeplabv3_mobilevit_v1_xxs", 128),
+               "detection": (kmv.SSDLite, "mobilevitv2_050", "ssdlite_mobilevit_v2_050", 192)}
 
 
-def _fixture_images(fixtures_path, name, size):
-    """The fixture's two input images (RGB in [0, 1]) as raw pixels at `size`."""
+def _fixture_model(fixtures_path, task):
+    """The task's model on its fixture weights, and the fixture's two input images (RGB
+    in [0, 1]) as raw pixels at the model's size."""
+    build, backbone, name, size = REAL_MODELS[task]
+    weights = str(fixtures_path / "segdet" / f"{name}.pt")
+    model = build(backbone, weights=weights, input_shape=(size, size, 3))
     with np.load(fixtures_path / "segdet" / f"{name}.npz") as f:
         images = f["input_nhwc"]
-    return np.round(tf.image.resize(images * 255.0, (size, size)).numpy().clip(0, 255))
+    return model, np.round(tf.image.resize(images * 255.0, (size, size)).numpy().clip(0, 255))
 
 
 @pytest.fixture(scope="module")
 def deeplab(fixtures_path):
-    path = fixtures_path / "segdet" / "deeplabv3_mobilevit_v1_xxs.pt"
-    size = REAL_SIZE["segmentation"]
-    model = kmv.DeepLabV3("mobilevit_xxs", weights=str(path), input_shape=(size, size, 3))
-    return model, _fixture_images(fixtures_path, "deeplabv3_mobilevit_v1_xxs", size)
+    return _fixture_model(fixtures_path, "segmentation")
 
 
 @pytest.fixture(scope="module")
 def ssdlite(fixtures_path):
-    path = fixtures_path / "segdet" / "ssdlite_mobilevit_v2_050.pt"
-    size = REAL_SIZE["detection"]
-    model = kmv.SSDLite("mobilevitv2_050", weights=str(path), input_shape=(size, size, 3))
-    return model, _fixture_images(fixtures_path, "ssdlite_mobilevit_v2_050", size)
+    return _fixture_model(fixtures_path, "detection")
 
 
 def _int8_structure(graph):
