@@ -53,6 +53,11 @@ class Op:
         return not self.name.startswith("CUSTOM:")
 
     @property
+    def custom_name(self):
+        """The custom op's name ("TFLite_Detection_PostProcess"), None for a builtin."""
+        return None if self.is_builtin else self.name[len("CUSTOM:"):]
+
+    @property
     def float_tensors(self):
         return [t for t in self.inputs + self.outputs if t.dtype in _FLOAT_TYPES]
 
@@ -181,9 +186,22 @@ def _tensor(m, sg, i):
     return Tensor(i, name, _TYPE_NAMES.get(t.type, str(t.type)), shape, const, scale, zp)
 
 
-def non_builtin_ops(model):
-    """Ops that need a custom op resolver or the Flex (TensorFlow) delegate."""
-    return [op for op in load(model).ops if not op.is_builtin]
+# Custom ops that LiteRT's default op resolver registers (an app needs no custom
+# resolver for them): the only non-builtin ops a deployable graph may hold.
+# TFLite_Detection_PostProcess ends the SSD detectors (tflite/detection.py).
+ALLOWED_CUSTOM_OPS = frozenset({"TFLite_Detection_PostProcess"})
+
+
+def non_builtin_ops(model, allowed=ALLOWED_CUSTOM_OPS):
+    """Ops that need a custom op resolver or the Flex (TensorFlow) delegate; the custom
+    ops LiteRT registers by default (`allowed`) are not counted."""
+    return [op for op in load(model).ops if not op.is_builtin and op.custom_name not in allowed]
+
+
+def allowed_custom_ops(model, allowed=ALLOWED_CUSTOM_OPS):
+    """The graph's custom ops that LiteRT registers by default (e.g. the detection
+    post-processing): not builtin, but deployable as they are."""
+    return [op for op in load(model).ops if op.custom_name in allowed]
 
 
 def float_ops(model):

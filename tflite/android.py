@@ -17,7 +17,7 @@ import json
 import os
 
 from keras_mobilevit import fileio
-from tflite import analyze, labels as class_labels, metadata
+from tflite import analyze, detection, labels as class_labels, metadata
 
 _MEANING = {"logits": "class logits (no softmax: the largest is the top-1; apply a softmax "
                       "for probabilities)",
@@ -38,42 +38,79 @@ def _pixel_format(dtype, quant, pixel_range):
     return text
 
 
+_LABEL = "i = line i of the labels file"
+_PREPROCESSING = {
+    "classification": "resize the shorter side, center-crop to {h}x{w}, keep RGB order",
+    "segmentation": "resize to {h}x{w} (no crop), keep RGB order; the class map is at that size",
+    "detection": "resize to {h}x{w} (no crop), keep RGB order; boxes are fractions of it",
+}
+
+
+def _task_outputs(graph, outputs):
+    """(task, number of classes) of a graph, with a "meaning" added to each output."""
+    if detection.postprocess_op(graph) is not None:
+        for out, meaning in zip(outputs, detection.OUTPUT_MEANINGS):
+            out["meaning"] = meaning
+        return "detection", detection.op_attributes(graph)["num_classes"]
+    if len(outputs) != 1:
+        raise ValueError(f"expected one output (or a detector's four); the model has "
+                         f"{len(outputs)}")
+    out, (h, w) = outputs[0], graph.inputs[0].shape[1:3]
+    if tuple(out["shape"]) == (1, h, w):  # ARG_MAX inside: its input has the classes
+        out["meaning"] = f"class index per pixel (argmax inside the model), value {_LABEL}"
+        argmax = next(op for op in graph.ops if op.name == "ARG_MAX")
+        return "segmentation", argmax.inputs[0].shape[-1]
+    if len(out["shape"]) == 4:
+        out["meaning"] = f"per-pixel class logits at the input size, channel {_LABEL}"
+        return "segmentation", out["shape"][-1]
+    kind = metadata.graph_output_kind(graph)  # what the graph computes, not what we assume
+    out["meaning"] = f"{_MEANING[kind]}; index {_LABEL}"
+    return "classification", out["shape"][-1]
+
+
 def model_spec(tflite_model, *, labels=None, quantization=None, calibration=None,
                pixel_range=(0.0, 255.0)):
-    """The I/O specification of a `.tflite` as a JSON-ready dict; `labels` a list of class
-    names or a `labels.ClassNames` (its source is recorded)."""
+    """The I/O specification of a `.tflite` (classifier, segmenter or detector) as a
+    JSON-ready dict; `labels` a list of class names or a `labels.ClassNames` (its source
+    is recorded)."""
     graph = analyze.load(tflite_model)
     io = analyze.io_spec(graph)
-    if len(io["inputs"]) != 1 or len(io["outputs"]) != 1:
-        raise ValueError("expected an image classifier with one input and one output")
-    inp, out = io["inputs"][0], io["outputs"][0]
+    if len(io["inputs"]) != 1:
+        raise ValueError(f"expected one image input; the model has {len(io['inputs'])}")
+    inp, outs = io["inputs"][0], io["outputs"]
+    task, num_classes = _task_outputs(graph, outs)
     h, w = inp["shape"][1:3]
     inp.update(
         layout="NHWC (batch, height, width, channels)",
         pixel_format=_pixel_format(inp["dtype"], inp.get("quantization"), pixel_range),
-        preprocessing=f"resize the shorter side, center-crop to {h}x{w}, keep RGB order",
+        preprocessing=_PREPROCESSING[task].format(h=h, w=w),
     )
-    kind = metadata.graph_output_kind(graph)  # what the graph computes, not what we assume
-    out["meaning"] = f"{_MEANING[kind]}; index i = line i of the labels file"
-    q = out.get("quantization")
-    if q:
-        out["dequantize"] = (f"{'p' if kind == 'probabilities' else 'logit'} = "
-                             f"{q['scale']:.6g} * (q - {q['zero_point']})")
-    num_classes = out["shape"][-1]
+    kind = metadata.graph_output_kind(graph) if task == "classification" else None
+    for out in outs:
+        q = out.get("quantization")
+        if q:
+            value = {"probabilities": "p", "logits": "logit"}.get(kind, "value")
+            out["dequantize"] = f"{value} = {q['scale']:.6g} * (q - {q['zero_point']})"
+    if labels is not None and len(labels) != num_classes:
+        raise ValueError(f"{len(labels)} labels for a model with {num_classes} classes")
     names = _class_names(labels, num_classes)
     meta, _ = metadata.read(graph)
+    custom = [op.custom_name for op in analyze.allowed_custom_ops(graph)]
     return {
+        "task": task,
         "quantization": quantization,
         "calibration": calibration,
         "size_bytes": graph.size_bytes,
         "sha256": hashlib.sha256(graph.content).hexdigest(),
-        "runtime": "LiteRT (TensorFlow Lite) builtin ops only; no Flex / select TF ops",
+        "runtime": "LiteRT (TensorFlow Lite) builtin ops only; no Flex / select TF ops"
+                   + "".join(f"; custom op {name}, which LiteRT registers by default"
+                             for name in dict.fromkeys(custom)),
         "metadata": _metadata_note(meta, inp["dtype"]),
         "num_classes": num_classes,
         "output_kind": kind,
         "labels_source": names.source,
         "input": inp,
-        "output": out,
+        **({"outputs": outs} if task == "detection" else {"output": outs[0]}),
         "op_counts": graph.op_counts(),
     }
 
@@ -98,14 +135,21 @@ def _class_names(labels, num_classes):
 
 def write_artifacts(tflite_path, *, labels=None, name="", description="", version="",
                     **spec_kwargs):
-    """Put metadata into the `.tflite` at `tflite_path`, then write `<stem>.labels.txt`
-    and `<stem>.json` beside it; return the spec. Without `labels`, the labels are
-    `class_0 ... class_{N-1}` and the spec's `labels_source` says so."""
-    num_classes = analyze.load(tflite_path).outputs[0].shape[-1]
+    """Put metadata into the `.tflite` at `tflite_path` (classifiers, and segmenters with
+    a logits output: what MediaPipe's ImageClassifier / ImageSegmenter read; detectors
+    get none yet), then write `<stem>.labels.txt` and `<stem>.json` beside it; return the
+    spec. Without `labels`, the labels are `class_0 ... class_{N-1}` and the spec's
+    `labels_source` says so."""
+    graph = analyze.load(tflite_path)
+    task, num_classes = _task_outputs(graph, analyze.io_spec(graph)["outputs"])
     names = _class_names(labels, num_classes)
-    metadata.write(tflite_path, names.names, name=name, version=version,
-                   description=description or f"image classifier, labels: {names.source}",
-                   pixel_range=spec_kwargs.get("pixel_range", (0.0, 255.0)))
+    meta_task = {"classification": "classifier", "segmentation": "segmenter"}.get(task)
+    if meta_task == "segmenter" and len(graph.outputs[0].shape) != 4:
+        meta_task = None  # a uint8 class map: MediaPipe's segmenter reads masks or logits
+    if meta_task:
+        metadata.write(tflite_path, names.names, task=meta_task, name=name, version=version,
+                       description=description or f"image {meta_task}, labels: {names.source}",
+                       pixel_range=spec_kwargs.get("pixel_range", (0.0, 255.0)))
     spec = model_spec(tflite_path, labels=names, **spec_kwargs)
     stem = os.path.splitext(tflite_path)[0]
     fileio.write_text_atomic(stem + ".labels.txt", "\n".join(names.names) + "\n")

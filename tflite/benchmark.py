@@ -68,6 +68,17 @@ TARGETS = {
     "int8_vs_onnxruntime": 0.4,
     "int8_thread_speedup": 1.7,
 }
+# `--tasks`: the segmentation and detection models the issues name, with their targets
+# (int8 PTQ / float32, side by side, 1 thread).
+TASK_MODELS = {
+    "segmentation": {"builder": "DeepLabV3", "backbone": "mobilevitv3_xs", "size": 512,
+                     "targets": {"int8_size_vs_float32": 0.3, "int8_p50_vs_float32": 0.6}},
+    "detection": {"builder": "SSDLite", "backbone": "mobilevitv3_xs", "size": 320,
+                  "targets": {"int8_p50_vs_float32": 0.6}},
+}
+# Calibration images of a random-weight task model (its ranges only set the int8 speed;
+# at 512x512 each image costs seconds of calibration).
+TASK_CALIBRATION = 16
 # `--float-bounds`: the float32 graph with op families cut out (see tflite/bounds.py).
 BOUNDS = {"float32 bound: no swish": {"swish": True},
           "float32 bound: no swish, no norm statistics": {"swish": True, "norms": True}}
@@ -276,6 +287,26 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     return result
 
 
+def task_benchmark(task, workdir, threads, warmup, runs, calib, qat_model=None, seed=0,
+                   keep_failed=None):
+    """float32 vs int8 PTQ (vs int8 QAT of the `qat_model` .keras) of a `TASK_MODELS`
+    model with random weights from `seed`: size, p50/p90 at 1 and `threads` threads,
+    peak memory. (Latency and size do not depend on the weights' values.)"""
+    spec = TASK_MODELS[task]
+    keras.utils.set_random_seed(seed)
+    size = spec["size"]
+    model = getattr(kmv, spec["builder"])(spec["backbone"], input_shape=(size, size, 3))
+    stem = os.path.join(workdir, f"{model.name}_{size}")
+    model.save(stem + ".keras")
+    paths, failures = _convert_variants(stem + ".keras", stem, calib, naive_ptq=False)
+    if qat_model:
+        paths["int8 QAT"] = convert_isolated(qat_model, f"{stem}_int8_qat.tflite", "int8", calib)
+    thread_counts = [1] + ([threads] if threads > 1 else [])
+    return {"task": task, "model": os.path.basename(stem), "size": size, "seed": seed,
+            "qat_model": qat_model, "targets": spec["targets"],
+            "results": _time_and_size(paths, failures, thread_counts, (warmup, runs), keep_failed)}
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m tflite.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--float-run", help="training run folder of the float model")
@@ -299,6 +330,12 @@ def _parser():
                         "(default: tflite/results/<today>)")
     parser.add_argument("--benchmarks-md", default=None,
                         help="also write the report into this BENCHMARKS.md's LiteRT section")
+    parser.add_argument("--tasks", nargs="*", default=[], choices=tuple(TASK_MODELS),
+                        help="also DeepLabV3-MobileViTv3-XS at 512 / SSDLite-MobileViTv3-XS "
+                        "at 320 with random weights: float32 vs int8 PTQ")
+    parser.add_argument("--seg-qat-model", help="a QAT DeepLabV3 .keras (same architecture "
+                        "and size): adds its int8 QAT row")
+    parser.add_argument("--det-qat-model", help="a QAT SSDLite .keras: adds its int8 QAT row")
     parser.add_argument("--render", metavar="BENCHMARK_JSON",
                         help="measure nothing: render a stored benchmark.json (with "
                         "--benchmarks-md: into that file)")
@@ -341,6 +378,9 @@ def main(argv=None):
                     args.baseline_python, args.naive_ptq, args.float_bounds, args.seed,
                     keep_failed=os.path.join(out, "failed"), peer=args.edge_quantizer))
                 benchmark_report.save(report, out)
+        for task in args.tasks:
+            report.setdefault("tasks", []).append(_task_part(task, args, workdir, out))
+            benchmark_report.save(report, out)
     report["complete"] = True
     benchmark_report.save(report, out)
     if "accuracy" in report:
@@ -352,10 +392,18 @@ def main(argv=None):
     return 0
 
 
-def _latency_calibration(size):
+def _task_part(task, args, workdir, out):
+    """`task_benchmark` of one `--tasks` entry, with its QAT model from the arguments."""
+    qat_model = {"segmentation": args.seg_qat_model, "detection": args.det_qat_model}[task]
+    calib = _latency_calibration(TASK_MODELS[task]["size"], TASK_CALIBRATION)
+    return task_benchmark(task, workdir, args.threads, args.warmup, args.runs, calib, qat_model,
+                          args.seed, os.path.join(out, "failed"))
+
+
+def _latency_calibration(size, count=32):
     """Calibration images at `size`: the default dataset's train split through the eval
     transform (activation ranges only set how fast int8 runs here, weights are random)."""
-    return data.calibration_images(data.default_config(size), 32)
+    return data.calibration_images(data.default_config(size), count)
 
 
 if __name__ == "__main__":

@@ -74,16 +74,17 @@ def calibrate_only(converter):
     return converter
 
 
-def mlir_quantize(calibrated, io_dtype):
+def mlir_quantize(calibrated, io_dtype, output_dtype=None):
     """The converter's second step: full-integer model bytes from calibrated ones, with
-    `io_dtype` ("uint8" or "int8") input and output. Converter errors propagate."""
+    `io_dtype` ("uint8" or "int8") input and output (`output_dtype`, e.g. "float32" for a
+    graph whose outputs are a float custom op's, if given). Converter errors propagate."""
     with _fenced("tensorflow.lite.python.convert.mlir_quantize"):
         # Deferred: TensorFlow is heavy, and this module must load without it.
         import tensorflow as tf
         from tensorflow.lite.python.convert import mlir_quantize as quantize
 
-        dtype = getattr(tf, io_dtype)
-    return quantize(calibrated, input_data_type=dtype, output_data_type=dtype)
+        dtype, out_dtype = getattr(tf, io_dtype), getattr(tf, output_dtype or io_dtype)
+    return quantize(calibrated, input_data_type=dtype, output_data_type=out_dtype)
 
 
 def outbound_layers(layer):

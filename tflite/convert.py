@@ -31,8 +31,8 @@ import tensorflow as tf
 
 import keras_mobilevit
 from keras_mobilevit import fileio
-from tflite import (analyze, android, calibration, compat, data, folding, labels, metadata,
-                    qat, range_search, range_ties, rewrite)
+from tflite import (analyze, android, calibration, compat, data, detection, folding, labels,
+                    metadata, qat, range_search, range_ties, rewrite, segmentation, tasks)
 from tflite.calibration import RAW_PIXELS
 from tflite.qat import load_keras_model
 
@@ -69,7 +69,11 @@ def model_input_shape(model, input_size=None):
     return shape
 
 
-def _export_saved_model(model, input_shape, directory, pin_range):
+def _export_saved_model(model, input_shape, directory, pin_range, head=None):
+    """Write `model` (batch 1, float pixels in) as a SavedModel; `head` (a `tasks.Head`)
+    ends the graph (segmentation argmax, detection post-processing op)."""
+    head = head or tasks.Head("classification")
+
     def serve(pixels):
         if pin_range is not None:
             # A fake-quant range on the input fixes its int8 scale and zero point, so
@@ -77,7 +81,7 @@ def _export_saved_model(model, input_shape, directory, pin_range):
             pixels = keras.quantizers.fake_quant_with_min_max_vars(
                 pixels, pin_range[0], pin_range[1], num_bits=8
             )
-        return model(pixels, training=False)
+        return head.outputs(model(pixels, training=False))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -149,6 +153,8 @@ def convert(
     ptq="auto",
     output=None,
     ranges=qat.DEFAULT_RANGES,
+    task="auto",
+    **task_options,
 ):
     """Convert a Keras model (or a `.keras` path) to `.tflite` bytes.
 
@@ -178,24 +184,37 @@ def convert(
             adds a softmax to a logits model (`with_output`).
         ranges: how the QAT twin's calibration (`ptq="auto"`) chooses each activation
             range: "minmax" (default), "mse" or "percentile" (`qat.calibrate`).
+        task: what the graph ends in: "auto" (read from the model's outputs) or one of
+            `tasks.TASKS`: a classifier's own output; a segmenter's class map or logits
+            at the input size; a detector's TFLite_Detection_PostProcess (its outputs
+            stay float32 in an int8 model). See tflite/tasks.py.
+        task_options: `segmentation_output` ("class" or "logits"), `postprocess` (a
+            `detection.PostprocessSpec`), `anchors`: see `tasks.resolve`.
 
     Returns:
-        The flatbuffer as bytes, checked to hold builtin ops only.
+        The flatbuffer as bytes, checked to hold builtin ops only (and the custom ops
+        LiteRT registers by default, `analyze.ALLOWED_CUSTOM_OPS`).
+
+    Example:
+        >>> convert(deeplab, "int8", images, segmentation_output="logits")
+        >>> convert(ssdlite, "int8", images)        # ends in TFLite_Detection_PostProcess
     """
     _check_options(mode, ptq, io_dtype, ranges)
     if isinstance(model, (str, os.PathLike)):
         model = load_keras_model(model)
     input_shape = model_input_shape(model, input_size)
+    model, head = tasks.resolve(model, task, input_size=input_shape[:2], **task_options)
     if mode != "int8":
-        model = with_output(folding.fold_preprocessing(model), output)
-        content = _convert_float(model, input_shape, mode)
+        content = _convert_float(with_output(folding.fold_preprocessing(model), output),
+                                 input_shape, mode, head)
     else:
         samples = calibration.representative_samples(
             representative_data, input_shape, num_calibration_samples, pixel_range)
         if ptq == "auto":
             model = _ptq_twin(model, samples, ranges)
         model = with_output(model, output)  # after the twin: QAT has no Softmax layer
-        content = _convert_int8(model, input_shape, samples, pixel_range, io_dtype)
+        content = _convert_int8(model, input_shape, samples, pixel_range, io_dtype, head)
+    content = head.finish(content)
     bad = analyze.non_builtin_ops(content)
     if bad:
         raise ConversionError("non-builtin ops in the converted graph: " + "; ".join(map(str, bad)))
@@ -243,27 +262,29 @@ def _check_options(mode, ptq, io_dtype, ranges):
         raise ValueError(f"io_dtype must be 'uint8' or 'int8', got {io_dtype!r}")
 
 
-def _convert_float(model, input_shape, mode):
+def _convert_float(model, input_shape, mode, head):
     with tempfile.TemporaryDirectory() as tmp:
         with _quiet_stderr(), range_ties.identity_steps_tied(model):  # a QAT model, too
-            _export_saved_model(model, input_shape, tmp, None)
+            _export_saved_model(model, input_shape, tmp, None, head)
         return _run_converter(_converter(tmp, mode))
 
 
-def _convert_int8(model, input_shape, samples, pixel_range, io_dtype):
+def _convert_int8(model, input_shape, samples, pixel_range, io_dtype, head):
     """Calibrated, then quantized by the converter's quantizer; the input range pinned to
     `pixel_range` (a QAT model's ranges tied around identity LayerNorm steps)."""
     with tempfile.TemporaryDirectory() as tmp:
         with _quiet_stderr(), range_ties.identity_steps_tied(model):
-            _export_saved_model(model, input_shape, tmp, pixel_range)
-        return quantize_calibrated(calibrate_tflite(tmp, samples), io_dtype)
+            _export_saved_model(model, input_shape, tmp, pixel_range, head)
+        return quantize_calibrated(calibrate_tflite(tmp, samples), io_dtype,
+                                   head.output_dtype(io_dtype))
 
 
 def _finish_int8(content, keep_float, allow_float_ops):
     """Refuse ops the quantizer could not make integer (QUANTIZE/DEQUANTIZE only bridge
     them), move `keep_float` ops to float islands, refuse what LiteRT cannot load."""
     blocking = [op for op in analyze.float_ops(content)
-                if op.name not in ("QUANTIZE", "DEQUANTIZE")]
+                if op.name not in ("QUANTIZE", "DEQUANTIZE")
+                and op.custom_name not in analyze.ALLOWED_CUSTOM_OPS]  # float by design
     if blocking and not allow_float_ops:
         raise NotFullyQuantizableError(blocking)
     content = rewrite.float_islands(content, keep_float)
@@ -291,8 +312,12 @@ def _ptq_twin(model, samples, ranges):
     if qat.fake_quant_layers(model):
         return model  # a QAT model: its own ranges
     try:
+        # batches of at most 16 images of 256x256 pixels: a 512x512 segmenter's
+        # attention maps at batch 16 took 8 GB
+        h, w = (n or 256 for n in model.inputs[0].shape[1:3])
         return qat.make_qat_model(model, calibration_data=samples,
-                                  num_calibration_samples=len(samples), ranges=ranges)
+                                  num_calibration_samples=len(samples), ranges=ranges,
+                                  batch_size=max(1, min(16, 16 * 256 * 256 // (h * w))))
     except qat.UnsupportedLayerError as e:
         warnings.warn(f"int8 ranges from the converter's own calibration (slower int8 graph): "
                       f"{e}", stacklevel=3)
@@ -310,13 +335,15 @@ def calibrate_tflite(saved_model_dir, samples):
     return _run_converter(compat.calibrate_only(conv))
 
 
-def quantize_calibrated(calibrated, io_dtype="uint8"):
-    """Full-integer int8 model from a calibrated one (the converter's own quantizer).
+def quantize_calibrated(calibrated, io_dtype="uint8", output_dtype=None):
+    """Full-integer int8 model from a calibrated one (the converter's own quantizer);
+    outputs of `output_dtype` (default `io_dtype`; "float32" for a detector's
+    post-processing outputs).
 
     Ops it cannot quantize stay float, bridged by QUANTIZE / DEQUANTIZE."""
     try:
         with _quiet_stderr():
-            content = compat.mlir_quantize(calibrated, io_dtype)
+            content = compat.mlir_quantize(calibrated, io_dtype, output_dtype)
     except compat.PrivateAPIError:
         raise
     except Exception as e:  # noqa: BLE001  (the quantizer raises several error types)
@@ -333,7 +360,8 @@ def _positive_int(text):
 
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m tflite.convert", description=__doc__.split("\n")[0])
-    parser.add_argument("model", help="a .keras file, or a variant name (see keras_mobilevit.list_models())")
+    parser.add_argument("model", help="a .keras file, a classifier variant name (see "
+                        "keras_mobilevit.list_models()), or deeplabv3:<backbone> / ssdlite:<backbone>")
     parser.add_argument("-o", "--output-dir", dest="output_dir", default="build/tflite",
                         help="output folder (default: build/tflite)")
     parser.add_argument("--output", default=None, choices=metadata.OUTPUTS,
@@ -358,23 +386,62 @@ def _parser():
                         f"images (default {qat.DEFAULT_RANGES}: the observed min/max; mse: least "
                         "expected squared int8 error; percentile: 99.99th percentiles)")
     parser.add_argument("--weights", default=None, help="weights for a variant name (file path)")
-    parser.add_argument("--classes", type=_positive_int, default=1000)
+    parser.add_argument("--classes", type=_positive_int, default=None,
+                        help="classes of a model built by name (default: 1000 for a classifier, "
+                        "21 for deeplabv3:, 81 with background for ssdlite:)")
     parser.add_argument("--input-size", type=_positive_int, default=None,
                         help="square input size (default: the model's)")
     parser.add_argument("--labels", default=None,
                         help="labels file, one class per line (default: the run folder's "
                         "labels.txt or dataset class names; ImageNet's for --weights imagenet)")
     parser.add_argument("--name", default=None, help="file name stem (default: the model's name)")
+    parser.add_argument("--seg-output", default="class", choices=segmentation.OUTPUTS,
+                        help="segmentation: 'class' (uint8 class index per pixel, argmax in "
+                        "the model; default) or 'logits' (per-pixel logits)")
+    parser.add_argument("--nms", default=None, choices=detection.NMS_MODES,
+                        help="detection: the post-processing op's NMS (default: regular, per "
+                        "class as the official code)")
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="detection: keep scores >= this (default: the model's official one)")
+    parser.add_argument("--max-detections", type=_positive_int, default=None,
+                        help="detection: output rows (default: the official per-image cap, else 100)")
     return parser
 
 
+# `<builder>:<backbone>` names on the command line: (builder, default input size)
+BUILDERS = {"deeplabv3": (keras_mobilevit.DeepLabV3, 512), "ssdlite": (keras_mobilevit.SSDLite, 320)}
+
+
 def _build_model(args):
-    """The Keras model named on the command line: a `.keras` path or a variant name."""
+    """The Keras model named on the command line: a `.keras` path, a classifier variant
+    name or `<builder>:<backbone>` (`BUILDERS`)."""
     if args.model.endswith(".keras"):
         return load_keras_model(args.model)
+    builder, _, backbone = args.model.rpartition(":")
+    classes = {"classes": args.classes} if args.classes else {}
+    if builder:
+        if builder not in BUILDERS:
+            raise ValueError(f"unknown model builder {builder!r} in {args.model!r}: use one of "
+                             f"{', '.join(f'{b}:<backbone>' for b in BUILDERS)}")
+        build, size = BUILDERS[builder]
+        size = args.input_size or size
+        return build(backbone, weights=args.weights, input_shape=(size, size, 3), **classes)
     size = args.input_size or 256
     return keras_mobilevit.create_model(
-        args.model, weights=args.weights, input_shape=(size, size, 3), classes=args.classes)
+        args.model, weights=args.weights, input_shape=(size, size, 3), **classes)
+
+
+def _task_options(args, model):
+    """`convert`'s task options from the command line, for the model's task."""
+    task = tasks.task_of(model)
+    if task == "segmentation":
+        return {"segmentation_output": args.seg_output}
+    overrides = {key: value for key, value in (
+        ("nms", args.nms), ("score_threshold", args.score_threshold),
+        ("max_detections", args.max_detections)) if value is not None}
+    if task == "detection" and overrides:
+        return {"postprocess": tasks.detection_spec(model, **overrides)}
+    return {}
 
 
 def _output_folder(parser, path):
@@ -399,7 +466,7 @@ def _labels(parser, args, model):
     """The class names (`labels.class_names`), checked against the model's outputs before
     anything is converted."""
     try:
-        return labels.class_names(model.outputs[0].shape[-1], labels_file=args.labels,
+        return labels.class_names(tasks.label_count(model), labels_file=args.labels,
                                   run_dir=_run_dir(args), weights=args.weights)
     except (OSError, UnicodeDecodeError, labels.LabelsError) as e:
         parser.error(f"--labels {args.labels}: {e}" if args.labels else str(e))
@@ -431,25 +498,29 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     _output_folder(parser, args.output_dir)
-    model = _build_model(args)
+    try:
+        model = _build_model(args)
+    except ValueError as e:
+        parser.error(str(e))
     size = _input_size(args, model)
     input_shape = model_input_shape(model, size)
     modes = MODES if "all" in args.quant else tuple(dict.fromkeys(args.quant))
     samples = _calibration(parser, args, input_shape) if "int8" in modes else None
     names = _labels(parser, args, model)
     stem = args.name or model.name
+    options = _task_options(args, model)
     for mode in modes:
         content = convert(model, mode, samples, io_dtype=args.io_dtype, input_size=size,
                           num_calibration_samples=args.num_calib, output=args.output,
                           keep_float=() if args.strict_int8 else KEEP_FLOAT, ptq=args.ptq,
-                          ranges=args.ranges)
+                          ranges=args.ranges, **options)
         path = os.path.join(args.output_dir, f"{stem}_{mode}.tflite")
         fileio.write_bytes_atomic(path, content)  # a killed run never leaves a truncated model
         spec = android.write_artifacts(
             path, labels=names, quantization=mode,
             calibration=args.calib if mode == "int8" else None, name=stem,
             version=keras_mobilevit.__version__,
-            description=f"{model.name} image classifier, {mode}, {len(names.names)} classes")
+            description=f"{model.name}, {mode}, {len(names.names)} classes")
         print(f"{path}: {spec['size_bytes'] / 1e6:.2f} MB, {spec['output_kind']}, labels from "
               f"{spec['labels_source']}; input {json.dumps(spec['input'])}")
     return 0

@@ -83,11 +83,17 @@ def project_env():
 
 def predict(path, images, threads=1):
     """Class scores for each image (dequantized), one invoke per image (batch 1)."""
+    return predict_outputs(path, images, threads)[0]
+
+
+def predict_outputs(path, images, threads=1):
+    """Every output of the model for each image, in the graph's output order, stacked
+    over the images ([N, ...] each; quantized outputs dequantized, others as they are:
+    a uint8 class map stays class indices). One invoke per image (batch 1)."""
     it = interpreter.ready(path, threads)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    inp, outs = it.get_input_details()[0], it.get_output_details()
     scale, zero = inp["quantization"]
-    oscale, ozero = out["quantization"]
-    scores = []
+    results = [[] for _ in outs]
     for image in images:
         x = image[None].astype(np.float32)
         if inp["dtype"] in (np.uint8, np.int8):
@@ -95,11 +101,13 @@ def predict(path, images, threads=1):
             x = np.clip(np.round(x / scale + zero), info.min, info.max)
         it.set_tensor(inp["index"], x.astype(inp["dtype"]))
         it.invoke()
-        y = it.get_tensor(out["index"]).astype(np.float32)
-        if out["dtype"] in (np.uint8, np.int8):
-            y = (y - ozero) * oscale
-        scores.append(y[0])
-    return np.stack(scores)
+        for out, found in zip(outs, results):
+            y = it.get_tensor(out["index"])
+            oscale, ozero = out["quantization"]
+            if oscale:  # a quantized tensor (scale 0: not quantized)
+                y = (y.astype(np.float32) - ozero) * oscale
+            found.append(y[0])
+    return [np.stack(found) for found in results]
 
 
 def invoke(path, threads=1, count=3):

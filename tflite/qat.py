@@ -17,17 +17,24 @@ Example:
 
 import keras
 
+from keras_mobilevit import detection as kmv_detection
 from keras_mobilevit import layers as kmv_layers  # (imports and registers every model layer)
+from keras_mobilevit import postprocess as kmv_postprocess
 from tflite import calibration, compat, folding, range_search
-from tflite.qat_layers import (PIXEL_RANGE, FakeQuant, QConvAct, QDense, QLayerNorm,
-                               QLinearSelfAttention, QMultiHeadSelfAttention, QPatchResize,
-                               QPreprocess, UnsupportedLayerError)
+from tflite.qat_layers import (PIXEL_RANGE, FakeQuant, QBilinearResize, QConvAct, QDense,
+                               QLayerNorm, QLinearSelfAttention, QMultiHeadSelfAttention,
+                               QPatchResize, QPreprocess, UnsupportedLayerError)
 
 # Layers that only move data (or are the identity at inference): int8 passes through.
 _PASSTHROUGH = (keras.layers.InputLayer, keras.layers.Identity, keras.layers.Dropout,
-                kmv_layers.Unfold, kmv_layers.Fold)
+                keras.layers.SpatialDropout2D, kmv_layers.Unfold, kmv_layers.Fold,
+                kmv_detection.SSDHeadOutput)
 # Layers whose output needs its own int8 range: kept, followed by a FakeQuant.
-_RANGED = (keras.layers.Add, keras.layers.Concatenate, keras.layers.GlobalAveragePooling2D)
+_RANGED = (keras.layers.Add, keras.layers.Concatenate, keras.layers.GlobalAveragePooling2D,
+           keras.layers.ReLU)
+# Layers after the network, kept in float: never in an int8 graph (tflite/tasks.py
+# exports a detector up to its raw outputs and ends it in TFLite_Detection_PostProcess).
+_FLOAT_TAIL = (kmv_postprocess.SSDPostprocess,)
 # How calibration chooses each activation range (`range_search.METHODS`): the best one
 # measured on the default task. Only "minmax" has been measured there so far (PTQ int8
 # 81.07% vs float 80.87%, 98.3% agreement; BENCHMARKS.md); "mse" and "percentile" are
@@ -41,8 +48,9 @@ def _check_supported(model):
             raise UnsupportedLayerError(
                 f"QAT needs a flat functional model; layer '{layer.name}' is a nested model"
             )
-        if type(layer) not in _TWINS and not isinstance(layer, _PASSTHROUGH + _RANGED):
-            supported = sorted(c.__name__ for c in _PASSTHROUGH + _RANGED + tuple(_TWINS))
+        known = _PASSTHROUGH + _RANGED + _FLOAT_TAIL
+        if type(layer) not in _TWINS and not isinstance(layer, known):
+            supported = sorted(c.__name__ for c in known + tuple(_TWINS))
             raise UnsupportedLayerError(
                 f"QAT has no quantized version of layer '{layer.name}' "
                 f"({type(layer).__name__}); supported layers: {', '.join(supported)}"
@@ -65,6 +73,8 @@ _TWINS = {
                                                       momentum=m, name=l.name),
     kmv_layers.Preprocess: lambda l, m: QPreprocess(
         momentum=m, scale=l.scale, reverse_channels=l.reverse_channels, name=l.name),
+    kmv_layers.BilinearResize: lambda l, m: QBilinearResize(l.scale, l.align_corners, momentum=m,
+                                                            name=l.name, dtype=l.dtype_policy),
     kmv_layers.ConvNormAct: _twin_conv,
     keras.layers.Dense: _twin_dense,
     kmv_layers.LayerNorm: lambda l, m: QLayerNorm(l.epsilon, l.axes, momentum=m, name=l.name),

@@ -156,7 +156,7 @@ def _swish(x, fq_pre, fq_act, training):
 @_register
 class QConvAct(keras.layers.Layer):
     """`ConvNormAct` for QAT: BatchNorm folded into the kernel and a bias, per-channel
-    int8 weights, fake-quant after the conv and after swish."""
+    int8 weights, fake-quant after the conv (after its relu) and after swish."""
 
     def __init__(self, filters, kernel_size=1, strides=1, dilation_rate=1, depthwise=False,
                  activation="swish", use_bias=True, momentum=0.99, **kwargs):
@@ -166,10 +166,12 @@ class QConvAct(keras.layers.Layer):
         self.activation, self.use_bias, self.momentum = activation, use_bias, momentum
         self.pad, self.padding = kmv_layers.torch_padding(kernel_size, strides, dilation_rate)
         self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
-        if activation not in ("swish", None):  # ConvNormAct's two choices
-            raise UnsupportedLayerError(f"QAT supports ConvNormAct activation swish or None, "
-                                        f"not {activation!r}")
-        self.fq_act = FakeQuant(momentum=momentum, name="fq_act") if activation else None
+        if activation not in ("swish", "relu", None):  # ConvNormAct's choices
+            raise UnsupportedLayerError(f"QAT supports ConvNormAct activation swish, relu or "
+                                        f"None, not {activation!r}")
+        # swish is LOGISTIC + MUL in the int8 graph (two ranges); relu is fused into the
+        # conv, whose output range then starts at 0 (one range)
+        self.fq_act = FakeQuant(momentum=momentum, name="fq_act") if activation == "swish" else None
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -196,6 +198,8 @@ class QConvAct(keras.layers.Layer):
             x = x + self.bias
         if self.activation == "swish":
             return _swish(x, self.fq_out, self.fq_act, training)
+        if self.activation == "relu":
+            x = ops.relu(x)
         return self.fq_out(x, training=training)
 
     def compute_output_shape(self, input_shape):
@@ -556,3 +560,34 @@ class QPatchResize(kmv_layers.PatchResize):
         return tf.cond(is_pixel, repeat, lambda: tf.cond(is_mean, mean, per_axis))
 
 
+
+
+@_register
+class QBilinearResize(kmv_layers.BilinearResize):
+    """`BilinearResize` for QAT.
+
+    A 1x1 map repeated over a larger one (DeepLabV3's image-pooling branch) is a
+    broadcast multiply with its own range, as in `QPatchResize`. Any other resize is the
+    float one with no fake-quant behind it: the segmentation head's final upsampling,
+    which the exported graph replaces by an int8 RESIZE_BILINEAR (tflite/segmentation.py)
+    whose output keeps its input's scale (the converter refuses a resize whose scales
+    differ).
+    """
+
+    def __init__(self, scale=None, align_corners=False, momentum=0.99, **kwargs):
+        super().__init__(scale, align_corners, **kwargs)
+        self.momentum = momentum
+        self.fq_out = FakeQuant(momentum=momentum, name="fq_out")
+
+    def call(self, inputs, training=None):
+        pair = isinstance(inputs, (list, tuple))
+        x = inputs[0] if pair else inputs
+        out = self.compute_output_shape(
+            [tuple(t.shape) for t in inputs] if pair else tuple(x.shape))
+        if tuple(x.shape[1:3]) == (1, 1) and None not in out[1:3]:
+            ones = ops.ones((1, out[1], out[2], 1), dtype=x.dtype)
+            return self.fq_out(x * ones, training=training)
+        return super().call(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}

@@ -34,17 +34,19 @@ class WorkerError(RuntimeError):
     refused by `convert`."""
 
 
-def _convert(keras_path, out, mode, calibration=None, ptq="auto"):
-    """Convert the `.keras` at `keras_path` to `out` (`ptq` as in `convert.convert`)."""
+def _convert(keras_path, out, mode, calibration=None, ptq="auto", **options):
+    """Convert the `.keras` at `keras_path` to `out` (`ptq` and the task `options`, e.g.
+    segmentation_output, as in `convert.convert`)."""
     # Deferred on purpose: only this job loads TensorFlow; the LiteRT jobs must not.
     from tflite import convert
 
     model = convert.load_keras_model(keras_path)
-    fileio.write_bytes_atomic(out, convert.convert(model, mode, calibration, ptq=ptq))
+    fileio.write_bytes_atomic(out, convert.convert(model, mode, calibration, ptq=ptq, **options))
     return out
 
 
 WORKER_FUNCTIONS = {"latency": latency.latency, "predict_tflite": latency.predict,
+                    "predict_outputs": latency.predict_outputs,
                     "invoke": latency.invoke, "op_profile": op_profile.profile,
                     "delegated_ops": lambda model: sorted(interpreter.delegated_ops(model)),
                     "convert": _convert}
