@@ -236,7 +236,8 @@ def test_mediapipe_image_segmenter_runs_the_file_like_litert(mode, tmp_path):
     rng = np.random.default_rng(0)
     pixels = np.round(rng.uniform(0, 255, (6, 16, 16, 3))).astype("float32")
     path = tmp_path / f"seg_{mode}.tflite"
-    path.write_bytes(convert.convert(model, mode, pixels, ptq="converter"))
+    path.write_bytes(convert.convert(model, mode, pixels, ptq="converter",
+                                     segmentation_output="logits"))  # (1, H, W, 3) logits
     meta = metadata.write(str(path), ["sky", "road", "car"], task="segmenter", name="seg")
     assert meta.minParserVersion == "1.5.0"  # custom metadata (SEGMENTER_METADATA)
     litert = workers.isolated("predict_tflite", path=str(path), images=pixels)

@@ -91,8 +91,9 @@ def model_spec(tflite_model, *, labels=None, quantization=None, calibration=None
         if q:
             value = {"probabilities": "p", "logits": "logit"}.get(kind, "value")
             out["dequantize"] = f"{value} = {q['scale']:.6g} * (q - {q['zero_point']})"
-    if labels is not None and len(labels) != num_classes:
-        raise ValueError(f"{len(labels)} labels for a model with {num_classes} classes")
+    given = getattr(labels, "names", labels)
+    if given is not None and len(given) != num_classes:
+        raise ValueError(f"{len(given)} labels for a model with {num_classes} classes")
     names = _class_names(labels, num_classes)
     meta, _ = metadata.read(graph)
     custom = [op.custom_name for op in analyze.allowed_custom_ops(graph)]
