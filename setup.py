@@ -10,8 +10,9 @@ EXTRAS = {
     "jax": ["jax[cpu]>=0.4.30"],
     # tensorflow-datasets 4.9.10 imports importlib_resources without declaring it.
     # tensorboard: tensorflow-cpu does not pull it, and train.py writes TensorBoard logs.
+    # pycocotools: COCO mAP of detection runs (not hand-written); pillow: PNG masks.
     "train": ["tensorflow-datasets>=4.9.10,<4.10", "importlib_resources>=6", "matplotlib>=3.8",
-              "tensorboard>=2.21,<2.22"],
+              "tensorboard>=2.21,<2.22", "pycocotools>=2.0.8,<3", "pillow>=10"],
     # mediapipe: the TFLite metadata schema bindings (tflite/metadata.py) and, in the
     # tests, MediaPipe Tasks' ImageClassifier / ImageSegmenter running our files.
     "tflite": ["ai-edge-litert>=2.3,<2.4", "mediapipe>=1.2.2,<1.3"],
