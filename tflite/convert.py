@@ -306,7 +306,7 @@ def _check_rescales(content):
             "keras_mobilevit model.")
 
 
-def _ptq_twin(model, samples, ranges):
+def _ptq_twin(model, samples, ranges=qat.DEFAULT_RANGES):
     """The calibrated QAT twin of a float model (its fake-quant ranges become the int8
     scales); QAT models and models QAT cannot cover are returned as they are."""
     if qat.fake_quant_layers(model):
