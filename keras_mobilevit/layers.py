@@ -157,6 +157,28 @@ def resize_matrix(in_len, out_len, align_corners):
     return m
 
 
+def interpolation_matrix(in_len, out_len, align_corners, dtype="float32"):
+    """[out_len, in_len] tensor of torch's bilinear weights along one axis, for lengths
+    that may be symbolic: bit-identical to the constant `resize_matrix` of the same
+    lengths (computed in float64 and rounded in the same order as numpy's), so a graph
+    traced with unknown sizes computes what the static graph computes.
+
+    Example:
+        >>> m = interpolation_matrix(ops.shape(x)[1], 2 * ops.shape(x)[1], False)
+        >>> y = ops.einsum("oh,bhwc->bowc", m, x)
+    """
+    in_len, out_len = ops.cast(in_len, "int32"), ops.cast(out_len, "int32")
+    i0, i1, frac = torch_source_index(ops.cast(out_len, "float64"),
+                                      ops.cast(in_len, "float64"), align_corners)
+    frac = frac[:, None]
+    # numpy's add.at into a float32 matrix: row = f32(1 - frac) at i0, then
+    # f32(row + frac) at i1 (the sum taken in float64)
+    first = ops.cast(ops.cast(1.0 - frac, "float32"), "float64") * ops.one_hot(
+        ops.cast(i0, "int32"), in_len, dtype="float64")
+    m = first + frac * ops.one_hot(ops.cast(i1, "int32"), in_len, dtype="float64")
+    return ops.cast(ops.cast(m, "float32"), dtype)
+
+
 def _resize_axis(x, out_len, axis, align_corners):
     """Bilinear resampling along one axis (1 or 2) with a symbolic length (gathers)."""
     in_len = ops.shape(x)[axis]
@@ -210,7 +232,7 @@ def _resized_shape(input_shape, rule):
     return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
 
 
-def _needs_resize(x, like=None, multiple=2):
+def needs_resize(x, like=None, multiple=2):
     """False when static shapes show the resize is the identity (the usual case)."""
     h, w = x.shape[1], x.shape[2]
     if like is not None:
@@ -236,7 +258,7 @@ class PatchResize(keras.layers.Layer):
 
     def call(self, inputs):
         x, like = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
-        if not _needs_resize(x, like, self.patch_size):
+        if not needs_resize(x, like, self.patch_size):
             return x
         p = self.patch_size  # else: round up to a multiple of the patch size
         size = _spatial_size(like) if like is not None else [

@@ -206,3 +206,25 @@ def test_mixed_precision_trains_with_float32_logits():
         assert np.isfinite(history.history["loss"]).all()
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_interpolation_matrix_is_the_static_matrix_bit_for_bit(align_corners):
+    """The matrix built from symbolic lengths (dynamic-shape graphs, QAT at unknown
+    sizes) equals the numpy constant of static graphs exactly: a last-bit difference
+    becomes a whole int8 step after a fake-quant."""
+    import tensorflow as tf
+
+    from keras_mobilevit import layers as kmv_layers
+
+    @tf.function(input_signature=[tf.TensorSpec((), tf.int32)] * 2)
+    def traced(n_in, n_out):  # lengths unknown when traced
+        return kmv_layers.interpolation_matrix(n_in, n_out, align_corners)
+
+    for n_in in (1, 2, 3, 5, 7, 12, 32):
+        for n_out in (1, 2, 3, 4, 6, 10, 13, 64, 100):
+            want = kmv_layers.resize_matrix(n_in, n_out, align_corners)
+            for got in (kmv_layers.interpolation_matrix(n_in, n_out, align_corners),
+                        traced(n_in, n_out)):
+                np.testing.assert_array_equal(np.asarray(got), want,
+                                              err_msg=f"{n_in} -> {n_out}")

@@ -500,7 +500,7 @@ class QPatchResize(kmv_layers.PatchResize):
 
     def call(self, inputs, training=None):
         x, like = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
-        if not kmv_layers._needs_resize(x, like, self.patch_size):
+        if not kmv_layers.needs_resize(x, like, self.patch_size):
             return x  # nothing to resize: no op in the graph
         h, w = x.shape[1], x.shape[2]
         if like is not None:
@@ -528,8 +528,9 @@ class QPatchResize(kmv_layers.PatchResize):
         """Sizes known only at run time (multi-scale training): the static graph's ops
         for the sizes met at run time, chosen by `tf.cond`, so the fake-quants see
         what the exported graph at that size holds: a 1x1 map repeated and a 2x2 -> 1x1
-        mean each take fq_w only; otherwise keras_mobilevit's bilinear resize (the
-        same math as the matmuls) one axis at a time, only along an axis whose size changes (no
+        mean each take fq_w only; otherwise the same matmul with the same
+        interpolation matrix (`interpolation_matrix`: bit-identical to the static
+        graph's constant) one axis at a time, only along an axis whose size changes (no
         extra quantization where the exported graph has no resize)."""
         shape = ops.shape(like if like is not None else x)
         in_h, in_w = ops.shape(x)[1], ops.shape(x)[2]
@@ -537,9 +538,11 @@ class QPatchResize(kmv_layers.PatchResize):
         out_h, out_w = ((shape[1], shape[2]) if like is not None else
                         ((in_h + p - 1) // p * p, (in_w + p - 1) // p * p))
 
-        def resize(t, size, axis, fq):
-            return fq(kmv_layers._resize_axis(t, size, axis, self.align_corners),
-                      training=training)
+        def resize(t, size, axis, fq):  # the static graph's matmul, bit for bit
+            m = kmv_layers.interpolation_matrix(ops.shape(t)[axis], size,
+                                                self.align_corners, t.dtype)
+            equation = "oh,bhwc->bowc" if axis == 1 else "ow,bhwc->bhoc"
+            return fq(ops.einsum(equation, m, t), training=training)
 
         def per_axis():
             y = tf.cond(tf.not_equal(out_h, in_h),
