@@ -3,7 +3,7 @@ train.main after some steps."""
 
 import json
 
-from training import callbacks, train
+from training_utils import Crash, run_until
 from training.datasets.fashion_scenes import make_scenes
 
 
@@ -12,26 +12,6 @@ def scene_folder(root, count=12, size=48):
     make_scenes.export(root, "train", count, size=size)
     (root / "labels.txt").write_text("\n".join(["background"] + make_scenes.CLASS_NAMES))
     return root
-
-
-class Crash(Exception):
-    pass
-
-
-def run_until(args, monkeypatch, crash_at=None):
-    """train.main(args), raising Crash after `crash_at` training steps; returns the steps run."""
-    steps = {"n": 0}
-    original = callbacks.EpochStats.on_train_batch_end
-
-    def counting(self, batch, logs=None):
-        original(self, batch, logs)
-        steps["n"] += 1
-        if steps["n"] == crash_at:
-            raise Crash
-
-    monkeypatch.setattr(callbacks.EpochStats, "on_train_batch_end", counting)
-    train.main([str(a) for a in args])
-    return steps["n"]
 
 
 def crash_and_resume(task, image_size, tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ import keras
 import pytest
 
 import training_utils
-from training import callbacks as cb
+from training_utils import Crash, run_until
 from training import checkpoint
 from training import train
 
@@ -24,25 +24,10 @@ TINY_ARGS = ["--image-size", "16", "--batch-size", "4", "--epochs", "3",
              "--warmup-steps", "2", "--ema-momentum", "0.5"]
 
 
-class Crash(Exception):
-    pass
-
-
 def _run(folder, out, monkeypatch, crash_at=None):
     """train.main on the tiny folder, raising Crash after `crash_at` training steps."""
-    steps = {"n": 0}
-    original = cb.EpochStats.on_train_batch_end
-
-    def counting(self, batch, logs=None):
-        original(self, batch, logs)
-        steps["n"] += 1
-        if steps["n"] == crash_at:
-            raise Crash
-
-    monkeypatch.setattr(cb.EpochStats, "on_train_batch_end", counting)
-    train.main(["--image-folder", str(folder), "--output-dir", str(out), *TINY_ARGS],
-               build_model=training_utils.tiny_cnn)
-    return steps["n"]
+    return run_until(["--image-folder", folder, "--output-dir", out, *TINY_ARGS],
+                     monkeypatch, crash_at, build_model=training_utils.tiny_cnn)
 
 
 def test_resume_after_a_crash_mid_epoch(tmp_path, monkeypatch, capsys):

@@ -66,3 +66,26 @@ def run_script(script, *args, timeout=900):
     """Runs `script_command(script, *args)`; returns the CompletedProcess (text output)."""
     return subprocess.run(script_command(script, *args), capture_output=True, text=True,
                           timeout=timeout, env=script_env(), cwd=REPO)
+
+
+class Crash(Exception):
+    """Raised by `run_until` to stop a run the way a crash would."""
+
+
+def run_until(args, monkeypatch, crash_at=None, **main_kwargs):
+    """train.main(args, **main_kwargs), raising `Crash` after `crash_at` training steps;
+    returns the number of steps run."""
+    from training import callbacks, train
+
+    steps = {"n": 0}
+    original = callbacks.EpochStats.on_train_batch_end
+
+    def counting(self, batch, logs=None):
+        original(self, batch, logs)
+        steps["n"] += 1
+        if steps["n"] == crash_at:
+            raise Crash
+
+    monkeypatch.setattr(callbacks.EpochStats, "on_train_batch_end", counting)
+    train.main([str(a) for a in args], **main_kwargs)
+    return steps["n"]
