@@ -19,7 +19,8 @@ from mediapipe.tasks.python.core.base_options import BaseOptions
 
 import mediapipe as mp
 from keras_mobilevit import layers as kmv_layers
-from tflite import analyze, convert, data, folding, labels, metadata, workers
+from tflite import (analyze, android, convert, data, detection, folding, labels, metadata,
+                    workers)
 from training.datasets.fashion_mnist_subset.builder import CLASS_NAMES
 
 SIZE = 32
@@ -327,3 +328,155 @@ def test_fold_preprocessing_of_a_model_with_an_unnamed_input():
     folded = folding.fold_preprocessing(model)
     np.testing.assert_allclose(folded.predict(pixels, verbose=0),
                                model.predict(pixels, verbose=0), atol=1e-5)
+
+
+# --- detector ------------------------------------------------------------------------
+
+DET_SIZE, DET_LABELS = 32, ["cat", "dog", "bird"]  # the op's classes 0, 1, 2 (no background)
+
+
+def _det_pixels(n, seed=0):
+    return np.round(np.random.default_rng(seed).uniform(0, 255, (n, DET_SIZE, DET_SIZE, 3)))
+
+
+@pytest.fixture(scope="module")
+def detector_files(tmp_path_factory):
+    """{mode: path} of a stand-in SSD (a few convs) ending in TFLite_Detection_PostProcess,
+    float32 and int8, with detector metadata."""
+    import segdet_utils
+
+    model = segdet_utils.tiny_detector(DET_SIZE, classes=len(DET_LABELS) + 1)
+    spec = detection.PostprocessSpec(num_classes=len(DET_LABELS), score_threshold=0.3,
+                                     iou_threshold=0.5, max_detections=10)
+    folder, paths = tmp_path_factory.mktemp("detector"), {}
+    for mode in ("float32", "int8"):
+        path = str(folder / f"det_{mode}.tflite")
+        with open(path, "wb") as f:
+            f.write(convert.convert(model, mode, _det_pixels(16), ptq="converter",
+                                    postprocess=spec, anchors=segdet_utils.tiny_anchors()))
+        metadata.write(path, DET_LABELS, task="detector", name="det", version="1")
+        paths[mode] = path
+    return paths
+
+
+def _pixel_boxes(boxes, height, width):
+    """MediaPipe's pixel boxes (origin_x, origin_y, width, height) of the op's (ymin, xmin,
+    ymax, xmax) fractions, computed as its DetectionTransformationCalculator does: float32
+    products truncated to int, clamped to [0, size]."""
+    ymin, xmin, ymax, xmax = np.asarray(boxes, np.float32).T
+
+    def pixels(value, size):
+        return np.clip(np.trunc(value * np.float32(size)), 0, size).astype(int)
+
+    return np.stack([pixels(xmin, width), pixels(ymin, height), pixels(xmax - xmin, width),
+                     pixels(ymax - ymin, height)], 1)
+
+
+def _litert_detections(path, images, labels):
+    """Per image (pixel boxes, class names, scores) from the LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    found = []
+    for image in images:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+                               image[None].astype(interpreter.get_input_details()[0]["dtype"]))
+        interpreter.invoke()
+        boxes, classes, scores, count = (interpreter.get_tensor(d["index"])[0]
+                                         for d in interpreter.get_output_details())
+        n = int(count if count.ndim == 0 else count[0])
+        found.append((_pixel_boxes(boxes[:n], *image.shape[:2]),
+                      [labels[int(c)] for c in classes[:n]], scores[:n]))
+    return found
+
+
+def _mediapipe_detections(path, images):
+    """Per image (pixel boxes, category names, scores) from MediaPipe's ObjectDetector."""
+    options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=path))
+    found = []
+    with vision.ObjectDetector.create_from_options(options) as detector:
+        for image in images:
+            result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                              data=np.ascontiguousarray(image.astype(np.uint8))))
+            boxes = [(d.bounding_box.origin_x, d.bounding_box.origin_y, d.bounding_box.width,
+                      d.bounding_box.height) for d in result.detections]
+            assert all(len(d.categories) == 1 for d in result.detections)
+            found.append((np.array(boxes, int).reshape(-1, 4),
+                          [d.categories[0].category_name for d in result.detections],
+                          np.array([d.categories[0].score for d in result.detections])))
+    return found
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_mediapipe_object_detector_runs_the_file_like_litert(mode, detector_files):
+    images = _det_pixels(8, seed=1)
+    # the labels MediaPipe names its categories by are the file's own
+    labels = metadata.read(detector_files[mode])[1]["labels.txt"].decode().splitlines()
+    assert labels == DET_LABELS
+    want = _litert_detections(detector_files[mode], images, DET_LABELS)
+    got = _mediapipe_detections(detector_files[mode], images)
+    for (boxes, names, scores), (want_boxes, want_names, want_scores) in zip(got, want):
+        np.testing.assert_array_equal(boxes, want_boxes)
+        assert names == want_names
+        np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-6)
+    detected = [name for _, names, _ in want for name in names]
+    assert len(detected) >= 40 and len(set(detected)) >= 2, detected  # not a degenerate case
+
+
+def test_detector_metadata_reads_back(detector_files):
+    meta, packed = metadata.read(detector_files["int8"])
+    assert meta.name == b"det" and meta.minParserVersion == b"1.0.0"
+    [subgraph] = meta.subgraphMetadata
+    [image] = subgraph.inputTensorMetadata
+    assert image.content.contentProperties.colorSpace == metadata.fb.ColorSpaceType.RGB
+    assert image.processUnits is None  # uint8 camera bytes in
+    outputs = subgraph.outputTensorMetadata
+    assert [t.name.decode() for t in outputs] == list(metadata.DETECTOR_OUTPUTS)
+    box = outputs[0].content.contentProperties
+    # (ymin, xmin, ymax, xmax) rows: left is element 1, top 0, right 3, bottom 2
+    assert list(box.index) == [1, 0, 3, 2]
+    assert box.type == metadata.fb.BoundingBoxType.BOUNDARIES
+    assert box.coordinateType == metadata.fb.CoordinateType.RATIO
+    [labels_file] = outputs[1].associatedFiles
+    assert labels_file.type == metadata.fb.AssociatedFileType.TENSOR_VALUE_LABELS
+    assert packed == {"labels.txt": b"cat\ndog\nbird\n"}
+    unit = metadata.read(detector_files["float32"])[0].subgraphMetadata[0].inputTensorMetadata[0]
+    assert (unit.processUnits[0].options.mean, unit.processUnits[0].options.std) == ([0.0], [1.0])
+
+
+def test_detector_metadata_refuses_what_it_cannot_describe(detector_files):
+    inputs = keras.Input((8, 8, 3))
+    classifier = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    with pytest.raises(metadata.MetadataError, match="no such op.*task='classifier'"):
+        metadata.detector(convert.convert(classifier, "float32"), DET_LABELS)
+    with pytest.raises(labels.LabelsError, match="no background line.*4 class names"):
+        metadata.detector(detector_files["int8"], ["background"] + DET_LABELS)
+    dynamic = _edited(detector_files["float32"],
+                      lambda t: setattr(t, "shapeSignature", [1, -1, -1, 3]))
+    with pytest.raises(metadata.MetadataError, match="no fixed size"):
+        metadata.detector(dynamic, DET_LABELS)
+    model = analyze.load(detector_files["float32"]).model
+    outputs = [int(i) for i in model.subgraphs[0].outputs]
+    model.subgraphs[0].outputs = [outputs[i] for i in (2, 1, 0, 3)]  # scores first
+    with pytest.raises(metadata.MetadataError, match="order boxes, classes, scores, count"):
+        metadata.detector(analyze.pack(model), DET_LABELS)
+
+
+def test_android_artifacts_of_a_detector_carry_its_metadata(detector_files, tmp_path):
+    path = tmp_path / "det_int8.tflite"
+    path.write_bytes(open(detector_files["int8"], "rb").read())
+    labels_file = tmp_path / "labels.txt"  # as a detection run writes it: background first
+    labels_file.write_text("background\ncat\ndog\nbird\n")
+    names = labels.class_names(3, labels_file=labels_file, background=True)
+    assert names.names == DET_LABELS and "background line dropped" in names.source
+    spec = android.write_artifacts(str(path), labels=names, quantization="int8", name="det")
+    assert "outputs location, category, score, number of detections" in spec["metadata"]
+    assert (tmp_path / "det_int8.labels.txt").read_text().splitlines() == DET_LABELS
+    meta, packed = metadata.read(str(path))
+    assert meta.name == b"det" and packed["labels.txt"].decode().splitlines() == DET_LABELS
+    with pytest.raises(labels.LabelsError, match="4 class names for a model with 3"):
+        labels.class_names(3, labels_file=labels_file)  # a classifier's labels keep every line
+    labels_file.write_text("sky\ncat\ndog\nbird\n")
+    with pytest.raises(labels.LabelsError, match="4 class names for a model with 3"):
+        labels.class_names(3, labels_file=labels_file, background=True)

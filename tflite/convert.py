@@ -14,7 +14,8 @@ Command line (see `python -m tflite.convert --help`):
     python -m tflite.convert model.keras --quant int8 --calib training -o out/
 
 Every file written by the command line carries TFLite metadata and the class names
-(`tflite.android.write_artifacts`): MediaPipe Tasks' ImageClassifier runs it as is.
+(`tflite.android.write_artifacts`): MediaPipe Tasks' ImageClassifier, ImageSegmenter
+(`--seg-output logits`) and ObjectDetector run it as is.
 """
 
 import argparse
@@ -467,7 +468,8 @@ def _labels(parser, args, model):
     anything is converted."""
     try:
         return labels.class_names(tasks.label_count(model), labels_file=args.labels,
-                                  run_dir=_run_dir(args), weights=args.weights)
+                                  run_dir=_run_dir(args), weights=args.weights,
+                                  background=tasks.task_of(model) == "detection")
     except (OSError, UnicodeDecodeError, labels.LabelsError) as e:
         parser.error(f"--labels {args.labels}: {e}" if args.labels else str(e))
 

@@ -18,6 +18,7 @@ import os
 from keras_mobilevit import imagenet
 from training import rundir
 
+BACKGROUND = "background"  # a detection dataset's class 0, first in its labels.txt
 PLACEHOLDER_SOURCE = "none (the dataset has no class names): class_<i> placeholders"
 
 
@@ -60,8 +61,14 @@ def check_labels(labels, count, source="the labels"):
     return labels
 
 
-def class_names(num_classes, *, labels_file=None, run_dir=None, weights=None):
-    """`ClassNames` of a model with `num_classes` outputs (see the module docstring)."""
+def class_names(num_classes, *, labels_file=None, run_dir=None, weights=None,
+                background=False):
+    """`ClassNames` of a model with `num_classes` outputs (see the module docstring).
+
+    `background=True` (a detector: `num_classes` object classes, the model's class 0 is
+    the background) also takes names with one more line that starts with "background",
+    as a detection run's labels.txt does, and drops that line: line i then names the
+    object class the detector's post-processing reports as i."""
     found = None
     if labels_file:
         found = ClassNames(read_labels(labels_file), os.fspath(labels_file))
@@ -71,6 +78,9 @@ def class_names(num_classes, *, labels_file=None, run_dir=None, weights=None):
         found = ClassNames(imagenet.imagenet_class_names(), "ImageNet-1k class index")
     if found is None:
         return ClassNames([f"class_{i}" for i in range(num_classes)], PLACEHOLDER_SOURCE)
+    if (background and len(found.names) == num_classes + 1
+            and found.names[0].strip().lower() == BACKGROUND):
+        found = ClassNames(found.names[1:], f"{found.source} (its background line dropped)")
     check_labels(found.names, num_classes, found.source)
     return found
 
