@@ -394,7 +394,8 @@ def _parser():
                         help="square input size (default: the model's)")
     parser.add_argument("--labels", default=None,
                         help="labels file, one class per line (default: the run folder's "
-                        "labels.txt or dataset class names; ImageNet's for --weights imagenet)")
+                        "labels.txt or dataset class names; ImageNet's for --weights imagenet); "
+                        "a detector's: its object classes, a first 'background' line is dropped")
     parser.add_argument("--name", default=None, help="file name stem (default: the model's name)")
     parser.add_argument("--seg-output", default="class", choices=segmentation.OUTPUTS,
                         help="segmentation: 'class' (uint8 class index per pixel, argmax in "
@@ -523,7 +524,8 @@ def main(argv=None):
             calibration=args.calib if mode == "int8" else None, name=stem,
             version=keras_mobilevit.__version__,
             description=f"{model.name}, {mode}, {len(names.names)} classes")
-        print(f"{path}: {spec['size_bytes'] / 1e6:.2f} MB, {spec['output_kind']}, labels from "
+        print(f"{path}: {spec['size_bytes'] / 1e6:.2f} MB, "
+              f"{spec['output_kind'] or spec['task']}, labels from "
               f"{spec['labels_source']}; input {json.dumps(spec['input'])}")
     return 0
 

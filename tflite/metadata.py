@@ -9,7 +9,7 @@ named by a `TFLITE_METADATA` entry, the associated files appended as a zip archi
 (MediaPipe's own populator cannot be used: it needs a compiled module its wheel lacks.)
 
 One function per task builds `(ModelMetadataT, files)` from shared parts (`image_input`,
-`tensor`, `label_file`, `model_metadata`): `classifier` (ImageClassifier), `segmenter`
+`_tensor`, `label_file`, `model_metadata`): `classifier` (ImageClassifier), `segmenter`
 (ImageSegmenter) and `detector` (ObjectDetector on the four TFLite_Detection_PostProcess
 outputs: boxes with BoundingBoxProperties, classes with a TENSOR_VALUE_LABELS labels
 file, scores, count, under the names MediaPipe looks them up by).
@@ -198,7 +198,7 @@ def detector(tflite_model, labels, *, pixel_range=(0.0, 255.0), **general):
     op = detection.postprocess_op(graph)
     if op is None:
         raise MetadataError(f"detector metadata describes a model ending in {detection.OP_NAME}; "
-                            f"this one has no such op (a classifier or segmenter? use "
+                            "this one has no such op (a classifier or segmenter? use "
                             "task='classifier' or 'segmenter')")
     if [t.index for t in graph.outputs] != [t.index for t in op.outputs]:
         raise MetadataError(f"the model's outputs are not the {detection.OP_NAME} outputs in "
@@ -207,20 +207,21 @@ def detector(tflite_model, labels, *, pixel_range=(0.0, 255.0), **general):
     classes = int(detection.op_attributes(graph)["num_classes"])
     labels = check_labels(labels, classes, f"the labels of a detector with {classes} object "
                           "classes (no background line: the op's class 0 is the first object)")
-    meanings = dict(zip(DETECTOR_OUTPUTS, detection.OUTPUT_MEANINGS))
+    # (metadata name, description) of each output
+    location, category, score, count = zip(DETECTOR_OUTPUTS, detection.OUTPUT_MEANINGS)
     box = fb.BoundingBoxPropertiesT(index=_BOX_INDEX, type=fb.BoundingBoxType.BOUNDARIES,
                                     coordinateType=fb.CoordinateType.RATIO)
-    # One content object per row: dimension 2 of (1, D, 4) boxes and of (1, D) values.
-    location, category, score, count = (
-        _tensor(name, meanings[name], properties, dims=dims, **fields)
-        for name, properties, dims, fields in (
-            ("location", box, (2, 2), {}),
-            ("category", fb.FeaturePropertiesT(), (2, 2),
-             {"associatedFiles": [label_file(fb.AssociatedFileType.TENSOR_VALUE_LABELS)]}),
-            ("score", fb.FeaturePropertiesT(), (2, 2), {"stats": _PROBABILITY_STATS}),
-            ("number of detections", fb.FeaturePropertiesT(), None, {})))
+    # Content.range (min, max) = (2, 2) for the per-detection values, as metadata_schema.fbs
+    # documents it for a detector's (1, D, 4) boxes and (1, D) scores.
+    outputs = [
+        _tensor(*location, box, dims=(2, 2)),
+        _tensor(*category, fb.FeaturePropertiesT(), dims=(2, 2),
+                associatedFiles=[label_file(fb.AssociatedFileType.TENSOR_VALUE_LABELS)]),
+        _tensor(*score, fb.FeaturePropertiesT(), dims=(2, 2), stats=_PROBABILITY_STATS),
+        _tensor(*count, fb.FeaturePropertiesT()),
+    ]
     subgraph = fb.SubGraphMetadataT(inputTensorMetadata=[image_input(graph, pixel_range)],
-                                    outputTensorMetadata=[location, category, score, count])
+                                    outputTensorMetadata=outputs)
     return model_metadata(subgraph, **general), _label_bytes(labels)
 
 
