@@ -216,6 +216,11 @@ def test_class_names_from_image_folders_imagenet_or_placeholders(tmp_path):
     assert imagenet.names[:2] == ["tench", "goldfish"] and not imagenet.placeholder
     none = labels.class_names(3)
     assert none.names == ["class_0", "class_1", "class_2"] and none.placeholder
+    # official detection / segmentation weights: a detector's labels have no background
+    coco = labels.class_names(80, weights="coco", background=True)
+    assert coco.names[:2] == ["person", "bicycle"] and coco.names[-1] == "toothbrush"
+    voc = labels.class_names(21, weights="voc")  # a segmenter's class 0 is the background
+    assert voc.names[:2] == ["background", "aeroplane"] and voc.names[-1] == "tvmonitor"
 
 
 def test_labels_file_with_a_blank_line_is_refused(tmp_path):
