@@ -393,7 +393,7 @@ def _litert_detections(path, images, labels):
         interpreter.invoke()
         boxes, classes, scores, count = (interpreter.get_tensor(d["index"])[0]
                                          for d in interpreter.get_output_details())
-        n = int(count if count.ndim == 0 else count[0])
+        n = int(count)  # count is (1,): one value per image
         found.append((_pixel_boxes(boxes[:n], *image.shape[:2]),
                       [labels[int(c)] for c in classes[:n]], scores[:n]))
     return found
