@@ -1,10 +1,38 @@
-"""Helpers for the segmentation/detection training tests: a tiny scene folder, crashing
-train.main after some steps."""
+"""Helpers for the segmentation/detection tests: a tiny scene folder, crashing
+train.main after some steps, a stand-in SSD detector (a few convs) and its anchors."""
 
 import json
 
-from training_utils import Crash, run_until
+import keras
+import numpy as np
+
 from training.datasets.fashion_scenes import make_scenes
+from training_utils import Crash, run_until
+
+
+def tiny_detector(size=32, classes=4, anchors=48, seed=1):
+    """Pixels [0, 255] (size x size) -> box_regressions (1, A, 4), class_logits (1, A, C)
+    (background + C - 1 classes; logits of std ~2, so many anchors score high) on a
+    4x4 grid, `anchors` // 16 anchors a cell."""
+    keras.utils.set_random_seed(seed)
+    x = inp = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255)(x)
+    x = keras.layers.Conv2D(16, 3, strides=size // 8, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)  # 4x4
+    per_cell = anchors // 16
+    boxes = keras.layers.Reshape((anchors, 4))(keras.layers.Conv2D(per_cell * 4, 1)(x))
+    logits = keras.layers.Conv2D(per_cell * classes, 1,
+                                 kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
+    logits = keras.layers.Reshape((anchors, classes))(logits)
+    return keras.Model(inp, {"box_regressions": boxes, "class_logits": logits})
+
+
+def tiny_anchors(count=48, seed=0):
+    """`count` random normalized anchors, cx, cy, w, h."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.1, 0.9, (count, 2))
+    sizes = rng.uniform(0.1, 0.5, (count, 2))
+    return np.concatenate([centres, sizes], 1).astype("float32")
 
 
 def scene_folder(root, count=12, size=48):

@@ -6,6 +6,9 @@ Fashion-MNIST subset, is converted once to float32 and to int8 with metadata and
 dataset's class names. MediaPipe Tasks' ImageClassifier (the C++ task Android apps run)
 then classifies 48 held-out images from each file, and must agree with the LiteRT
 interpreter on the same pixels. Error paths edit those files or use a tiny model.
+ImageSegmenter and ObjectDetector are checked the same way on stand-in models (a few
+convs; the detector ends in TFLite_Detection_PostProcess), and, slow, on a detector
+that `python -m tflite.convert` writes from the segdet fixture weights.
 """
 
 import hashlib
@@ -19,7 +22,8 @@ from mediapipe.tasks.python.core.base_options import BaseOptions
 
 import mediapipe as mp
 from keras_mobilevit import layers as kmv_layers
-from tflite import analyze, convert, data, folding, labels, metadata, workers
+from tflite import (analyze, android, convert, data, detection, folding, labels, metadata,
+                    workers)
 from training.datasets.fashion_mnist_subset.builder import CLASS_NAMES
 
 SIZE = 32
@@ -212,6 +216,11 @@ def test_class_names_from_image_folders_imagenet_or_placeholders(tmp_path):
     assert imagenet.names[:2] == ["tench", "goldfish"] and not imagenet.placeholder
     none = labels.class_names(3)
     assert none.names == ["class_0", "class_1", "class_2"] and none.placeholder
+    # official detection / segmentation weights: a detector's labels have no background
+    coco = labels.class_names(80, weights="coco", background=True)
+    assert coco.names[:2] == ["person", "bicycle"] and coco.names[-1] == "toothbrush"
+    voc = labels.class_names(21, weights="voc")  # a segmenter's class 0 is the background
+    assert voc.names[:2] == ["background", "aeroplane"] and voc.names[-1] == "tvmonitor"
 
 
 def test_labels_file_with_a_blank_line_is_refused(tmp_path):
@@ -327,3 +336,205 @@ def test_fold_preprocessing_of_a_model_with_an_unnamed_input():
     folded = folding.fold_preprocessing(model)
     np.testing.assert_allclose(folded.predict(pixels, verbose=0),
                                model.predict(pixels, verbose=0), atol=1e-5)
+
+
+# --- detector ------------------------------------------------------------------------
+
+DET_SIZE, DET_LABELS = 32, ["cat", "dog", "bird"]  # the op's classes 0, 1, 2 (no background)
+
+
+def _det_pixels(n, seed=0):
+    return np.round(np.random.default_rng(seed).uniform(0, 255, (n, DET_SIZE, DET_SIZE, 3)))
+
+
+@pytest.fixture(scope="module")
+def detector_files(tmp_path_factory):
+    """{mode: path} of a stand-in SSD (a few convs) ending in TFLite_Detection_PostProcess,
+    float32 and int8, with detector metadata."""
+    import segdet_utils
+
+    model = segdet_utils.tiny_detector(DET_SIZE, classes=len(DET_LABELS) + 1)
+    spec = detection.PostprocessSpec(num_classes=len(DET_LABELS), score_threshold=0.3,
+                                     iou_threshold=0.5, max_detections=10)
+    folder, paths = tmp_path_factory.mktemp("detector"), {}
+    for mode in ("float32", "int8"):
+        path = str(folder / f"det_{mode}.tflite")
+        with open(path, "wb") as f:
+            f.write(convert.convert(model, mode, _det_pixels(16), ptq="converter",
+                                    postprocess=spec, anchors=segdet_utils.tiny_anchors()))
+        metadata.write(path, DET_LABELS, task="detector", name="det", version="1")
+        paths[mode] = path
+    return paths
+
+
+def _pixel_boxes(boxes, height, width):
+    """MediaPipe's pixel boxes (origin_x, origin_y, width, height) of the op's (ymin, xmin,
+    ymax, xmax) fractions, computed as its DetectionTransformationCalculator does: float32
+    products truncated to int, clamped to [0, size]."""
+    ymin, xmin, ymax, xmax = np.asarray(boxes, np.float32).T
+
+    def pixels(value, size):
+        return np.clip(np.trunc(value * np.float32(size)), 0, size).astype(int)
+
+    return np.stack([pixels(xmin, width), pixels(ymin, height), pixels(xmax - xmin, width),
+                     pixels(ymax - ymin, height)], 1)
+
+
+def _litert_detections(path, images, labels):
+    """Per image (pixel boxes, class names, scores) from the LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    found = []
+    for image in images:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+                               image[None].astype(interpreter.get_input_details()[0]["dtype"]))
+        interpreter.invoke()
+        boxes, classes, scores, count = (interpreter.get_tensor(d["index"])[0]
+                                         for d in interpreter.get_output_details())
+        n = int(count)  # count is (1,): one value per image
+        found.append((_pixel_boxes(boxes[:n], *image.shape[:2]),
+                      [labels[int(c)] for c in classes[:n]], scores[:n]))
+    return found
+
+
+def _mediapipe_detections(path, images):
+    """Per image (pixel boxes, category names, scores) from MediaPipe's ObjectDetector."""
+    options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=path))
+    found = []
+    with vision.ObjectDetector.create_from_options(options) as detector:
+        for image in images:
+            result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                              data=np.ascontiguousarray(image.astype(np.uint8))))
+            boxes = [(d.bounding_box.origin_x, d.bounding_box.origin_y, d.bounding_box.width,
+                      d.bounding_box.height) for d in result.detections]
+            assert all(len(d.categories) == 1 for d in result.detections)
+            found.append((np.array(boxes, int).reshape(-1, 4),
+                          [d.categories[0].category_name for d in result.detections],
+                          np.array([d.categories[0].score for d in result.detections])))
+    return found
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_mediapipe_object_detector_runs_the_file_like_litert(mode, detector_files):
+    images = _det_pixels(8, seed=1)
+    # the labels MediaPipe names its categories by are the file's own
+    labels = metadata.read(detector_files[mode])[1]["labels.txt"].decode().splitlines()
+    assert labels == DET_LABELS
+    want = _litert_detections(detector_files[mode], images, DET_LABELS)
+    _assert_same_detections(_mediapipe_detections(detector_files[mode], images), want)
+    detected = [name for _, names, _ in want for name in names]
+    assert len(detected) >= 40 and len(set(detected)) >= 2, detected  # not a degenerate case
+
+
+def _assert_same_detections(got, want):
+    """Same pixel boxes, category names and scores, in the same order, on every image."""
+    for (boxes, names, scores), (want_boxes, want_names, want_scores) in zip(got, want):
+        np.testing.assert_array_equal(boxes, want_boxes)
+        assert names == want_names
+        np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-6)
+
+
+def _found_within_a_pixel(got, want):
+    """How many of `want`'s detections `got` has (same name, box within a pixel), of how many."""
+    found = total = 0
+    for (boxes, names, _), (want_boxes, want_names, _) in zip(got, want):
+        names = np.array(names)
+        for box, name in zip(want_boxes, want_names):
+            same = boxes[names == name]
+            found += bool(same.size and np.abs(same - box).max(axis=1).min() <= 1)
+            total += 1
+    return found, total
+
+
+def test_detector_metadata_reads_back(detector_files):
+    meta, packed = metadata.read(detector_files["int8"])
+    assert meta.name == b"det" and meta.minParserVersion == b"1.0.0"
+    [subgraph] = meta.subgraphMetadata
+    [image] = subgraph.inputTensorMetadata
+    assert image.content.contentProperties.colorSpace == metadata.fb.ColorSpaceType.RGB
+    assert image.processUnits is None  # uint8 camera bytes in
+    outputs = subgraph.outputTensorMetadata
+    assert [t.name.decode() for t in outputs] == list(metadata.DETECTOR_OUTPUTS)
+    box = outputs[0].content.contentProperties
+    # (ymin, xmin, ymax, xmax) rows: left is element 1, top 0, right 3, bottom 2
+    assert list(box.index) == [1, 0, 3, 2]
+    assert box.type == metadata.fb.BoundingBoxType.BOUNDARIES
+    assert box.coordinateType == metadata.fb.CoordinateType.RATIO
+    [labels_file] = outputs[1].associatedFiles
+    assert labels_file.type == metadata.fb.AssociatedFileType.TENSOR_VALUE_LABELS
+    assert packed == {"labels.txt": b"cat\ndog\nbird\n"}
+    unit = metadata.read(detector_files["float32"])[0].subgraphMetadata[0].inputTensorMetadata[0]
+    assert (unit.processUnits[0].options.mean, unit.processUnits[0].options.std) == ([0.0], [1.0])
+
+
+def test_detector_metadata_refuses_what_it_cannot_describe(detector_files):
+    inputs = keras.Input((8, 8, 3))
+    classifier = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    with pytest.raises(metadata.MetadataError, match="no such op.*task='classifier'"):
+        metadata.detector(convert.convert(classifier, "float32"), DET_LABELS)
+    with pytest.raises(labels.LabelsError, match="no background line.*4 class names"):
+        metadata.detector(detector_files["int8"], ["background"] + DET_LABELS)
+    dynamic = _edited(detector_files["float32"],
+                      lambda t: setattr(t, "shapeSignature", [1, -1, -1, 3]))
+    with pytest.raises(metadata.MetadataError, match="no fixed size"):
+        metadata.detector(dynamic, DET_LABELS)
+    model = analyze.load(detector_files["float32"]).model
+    outputs = [int(i) for i in model.subgraphs[0].outputs]
+    model.subgraphs[0].outputs = [outputs[i] for i in (2, 1, 0, 3)]  # scores first
+    with pytest.raises(metadata.MetadataError, match="order boxes, classes, scores, count"):
+        metadata.detector(analyze.pack(model), DET_LABELS)
+
+
+def test_android_artifacts_of_a_detector_carry_its_metadata(detector_files, tmp_path):
+    path = tmp_path / "det_int8.tflite"
+    path.write_bytes(open(detector_files["int8"], "rb").read())
+    labels_file = tmp_path / "labels.txt"  # as a detection run writes it: background first
+    labels_file.write_text("background\ncat\ndog\nbird\n")
+    names = labels.class_names(3, labels_file=labels_file, background=True)
+    assert names.names == DET_LABELS and "background line dropped" in names.source
+    spec = android.write_artifacts(str(path), labels=names, quantization="int8", name="det")
+    assert "outputs location, category, score, number of detections" in spec["metadata"]
+    assert (tmp_path / "det_int8.labels.txt").read_text().splitlines() == DET_LABELS
+    meta, packed = metadata.read(str(path))
+    assert meta.name == b"det" and packed["labels.txt"].decode().splitlines() == DET_LABELS
+    with pytest.raises(labels.LabelsError, match="4 class names for a model with 3"):
+        labels.class_names(3, labels_file=labels_file)  # a classifier's labels keep every line
+    labels_file.write_text("sky\ncat\ndog\nbird\n")
+    with pytest.raises(labels.LabelsError, match="4 class names for a model with 3"):
+        labels.class_names(3, labels_file=labels_file, background=True)
+
+
+@pytest.mark.slow  # about 4 minutes on 2 cores (int8 PTQ of a real SSDLite)
+def test_convert_command_line_writes_a_detector_mediapipe_runs(fixtures_path, tmp_path):
+    """`python -m tflite.convert ssdlite:...` on the segdet fixture weights (confident,
+    varied detections), labels given as a detection run writes them (background first)."""
+    size, fixture = 160, fixtures_path / "segdet" / "ssdlite_mobilevit_v2_050"
+    with np.load(f"{fixture}.npz") as f:
+        images = np.round(keras.ops.convert_to_numpy(
+            keras.ops.image.resize(f["input_nhwc"] * 255.0, (size, size))).clip(0, 255))
+    np.savez(tmp_path / "images.npz", images=images)
+    names = [f"object_{i}" for i in range(1, 81)]
+    (tmp_path / "labels.txt").write_text("\n".join(["background"] + names) + "\n")
+    out = tmp_path / "out"
+    assert convert.main(["ssdlite:mobilevitv2_050", "--weights", f"{fixture}.pt",
+                         "--input-size", str(size), "--quant", "float32", "int8",
+                         "--calib", str(tmp_path / "images.npz"), "--num-calib", "2",
+                         "--labels", str(tmp_path / "labels.txt"), "-o", str(out),
+                         "--name", "det"]) == 0
+    for mode in ("float32", "int8"):
+        path = str(out / f"det_{mode}.tflite")
+        spec = json.loads((out / f"det_{mode}.json").read_text())
+        assert spec["task"] == "detection" and "number of detections" in spec["metadata"]
+        assert metadata.read(path)[1]["labels.txt"].decode().splitlines() == names
+        want = _litert_detections(path, images, names)
+        got = _mediapipe_detections(path, images)
+        found, total = _found_within_a_pixel(got, want)
+        print(f"SSDLite {mode}: MediaPipe found {found} of LiteRT's {total} detections "
+              f"(same name, box within a pixel)")
+        assert total >= 100 and len({n for _, row, _ in want for n in row}) >= 20
+        if mode == "float32":
+            _assert_same_detections(got, want)
+        else:  # MediaPipe's bundled TFLite rounds some int8 kernels differently
+            assert found >= 0.95 * total

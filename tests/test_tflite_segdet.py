@@ -19,6 +19,7 @@ pytest.importorskip("ai_edge_litert")
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras_mobilevit as kmv  # noqa: E402
+import segdet_utils  # noqa: E402
 from keras_mobilevit import layers as kmv_layers  # noqa: E402
 from tflite import (analyze, android, benchmark_report, convert, detection, qat,  # noqa: E402
                     segmentation, tasks)
@@ -33,26 +34,13 @@ def _pixels(n, size=SIZE, seed=0):
 
 
 def _anchors(seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(0.1, 0.9, (ANCHORS, 2))
-    sizes = rng.uniform(0.1, 0.5, (ANCHORS, 2))
-    return np.concatenate([centres, sizes], 1).astype("float32")  # cx, cy, w, h
+    return segdet_utils.tiny_anchors(ANCHORS, seed)
 
 
 @pytest.fixture(scope="module")
 def raw_detector():
     """Pixels in [0, 255] -> box_regressions (1, A, 4), class_logits (1, A, C)."""
-    keras.utils.set_random_seed(1)
-    x = inp = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1 / 255)(x)
-    x = keras.layers.Conv2D(16, 3, strides=4, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)  # 4x4
-    per_cell = ANCHORS // 16
-    boxes = keras.layers.Reshape((ANCHORS, 4))(keras.layers.Conv2D(per_cell * 4, 1)(x))
-    logits = keras.layers.Conv2D(per_cell * CLASSES, 1,
-                                 kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
-    logits = keras.layers.Reshape((ANCHORS, CLASSES))(logits)
-    return keras.Model(inp, {"box_regressions": boxes, "class_logits": logits})
+    return segdet_utils.tiny_detector(SIZE, CLASSES, ANCHORS)
 
 
 SPEC = detection.PostprocessSpec(num_classes=CLASSES - 1, score_threshold=0.3,

@@ -120,6 +120,9 @@ def _metadata_note(meta, input_dtype):
     if meta is None:
         return None
     note = "TFLite metadata inside the file: input normalization, output meaning, labels"
+    outputs = [t.name for t in meta.subgraphMetadata[0].outputTensorMetadata or []]
+    if len(outputs) > 1:  # a detector's, named as MediaPipe's ObjectDetector reads them
+        note += f"; outputs {', '.join(name.decode() for name in outputs)}"
     if input_dtype not in ("uint8", "float32"):  # MediaPipe's image tasks refuse int8 input
         note += "; MediaPipe Tasks needs uint8 or float32 input (convert with --io-dtype uint8)"
     return note
@@ -136,15 +139,16 @@ def _class_names(labels, num_classes):
 
 def write_artifacts(tflite_path, *, labels=None, name="", description="", version="",
                     **spec_kwargs):
-    """Put metadata into the `.tflite` at `tflite_path` (classifiers, and segmenters with
-    a logits output: what MediaPipe's ImageClassifier / ImageSegmenter read; detectors
-    get none yet), then write `<stem>.labels.txt` and `<stem>.json` beside it; return the
-    spec. Without `labels`, the labels are `class_0 ... class_{N-1}` and the spec's
-    `labels_source` says so."""
+    """Put metadata into the `.tflite` at `tflite_path` (classifiers, segmenters with a
+    logits output and detectors: what MediaPipe's ImageClassifier / ImageSegmenter /
+    ObjectDetector read), then write `<stem>.labels.txt` and `<stem>.json` beside it;
+    return the spec. Without `labels`, the labels are `class_0 ... class_{N-1}` and the
+    spec's `labels_source` says so (a detector's: its object classes, no background)."""
     graph = analyze.load(tflite_path)
     task, num_classes = _task_outputs(graph, analyze.io_spec(graph)["outputs"])
     names = _class_names(labels, num_classes)
-    meta_task = {"classification": "classifier", "segmentation": "segmenter"}.get(task)
+    meta_task = {"classification": "classifier", "segmentation": "segmenter",
+                 "detection": "detector"}[task]
     if meta_task == "segmenter" and len(graph.outputs[0].shape) != 4:
         meta_task = None  # a uint8 class map: MediaPipe's segmenter reads masks or logits
     if meta_task:

@@ -14,7 +14,8 @@ Command line (see `python -m tflite.convert --help`):
     python -m tflite.convert model.keras --quant int8 --calib training -o out/
 
 Every file written by the command line carries TFLite metadata and the class names
-(`tflite.android.write_artifacts`): MediaPipe Tasks' ImageClassifier runs it as is.
+(`tflite.android.write_artifacts`): MediaPipe Tasks' ImageClassifier, ImageSegmenter
+(`--seg-output logits`) and ObjectDetector run it as is.
 """
 
 import argparse
@@ -393,7 +394,8 @@ def _parser():
                         help="square input size (default: the model's)")
     parser.add_argument("--labels", default=None,
                         help="labels file, one class per line (default: the run folder's "
-                        "labels.txt or dataset class names; ImageNet's for --weights imagenet)")
+                        "labels.txt or dataset class names; ImageNet's for --weights imagenet); "
+                        "a detector's: its object classes, a first 'background' line is dropped")
     parser.add_argument("--name", default=None, help="file name stem (default: the model's name)")
     parser.add_argument("--seg-output", default="class", choices=segmentation.OUTPUTS,
                         help="segmentation: 'class' (uint8 class index per pixel, argmax in "
@@ -467,7 +469,8 @@ def _labels(parser, args, model):
     anything is converted."""
     try:
         return labels.class_names(tasks.label_count(model), labels_file=args.labels,
-                                  run_dir=_run_dir(args), weights=args.weights)
+                                  run_dir=_run_dir(args), weights=args.weights,
+                                  background=tasks.task_of(model) == "detection")
     except (OSError, UnicodeDecodeError, labels.LabelsError) as e:
         parser.error(f"--labels {args.labels}: {e}" if args.labels else str(e))
 
@@ -521,7 +524,8 @@ def main(argv=None):
             calibration=args.calib if mode == "int8" else None, name=stem,
             version=keras_mobilevit.__version__,
             description=f"{model.name}, {mode}, {len(names.names)} classes")
-        print(f"{path}: {spec['size_bytes'] / 1e6:.2f} MB, {spec['output_kind']}, labels from "
+        print(f"{path}: {spec['size_bytes'] / 1e6:.2f} MB, "
+              f"{spec['output_kind'] or spec['task']}, labels from "
               f"{spec['labels_source']}; input {json.dumps(spec['input'])}")
     return 0
 

@@ -1,9 +1,10 @@
-"""Class names for a classifier's outputs, and where they came from.
+"""Class names for a model's outputs (a detector's classes), and where they came from.
 
 Looked up in this order: a labels file the user names; the training run folder's
 `labels.txt` or the `class_names` of its config.json; the run's dataset (TFDS
 `ClassLabel` names, image-folder names); the ImageNet-1k class index for
-`weights="imagenet"` models. Only when none of these exists are the names
+`weights="imagenet"` models, COCO's names for `weights="coco"` detectors, PASCAL VOC's
+for `weights="voc"` segmenters. Only when none of these exists are the names
 placeholders, `class_<i>`, and `ClassNames.source` says so.
 
 Example:
@@ -18,6 +19,20 @@ import os
 from keras_mobilevit import imagenet
 from training import rundir
 
+BACKGROUND = "background"  # a detection dataset's class 0, first in its labels.txt
+# The official COCO detectors' classes (weights="coco"), background first, in the order of
+# the official code (cvnets COCODetection.class_names: COCO category ids sorted).
+COCO_CLASSES = [
+    BACKGROUND, "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck",
+    "boat", "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird",
+    "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
+    "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball",
+    "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket",
+    "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair",
+    "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
+    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator",
+    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush"]
 PLACEHOLDER_SOURCE = "none (the dataset has no class names): class_<i> placeholders"
 
 
@@ -60,19 +75,42 @@ def check_labels(labels, count, source="the labels"):
     return labels
 
 
-def class_names(num_classes, *, labels_file=None, run_dir=None, weights=None):
-    """`ClassNames` of a model with `num_classes` outputs (see the module docstring)."""
+def class_names(num_classes, *, labels_file=None, run_dir=None, weights=None,
+                background=False):
+    """`ClassNames` of a model with `num_classes` outputs (see the module docstring).
+
+    `background=True` (a detector: `num_classes` object classes, the model's class 0 is
+    the background) also takes names with one more line that starts with "background",
+    as a detection run's labels.txt does, and drops that line: line i then names the
+    object class the detector's post-processing reports as i."""
     found = None
     if labels_file:
         found = ClassNames(read_labels(labels_file), os.fspath(labels_file))
     elif run_dir:
         found = _from_run(run_dir)
-    elif weights == "imagenet":
-        found = ClassNames(imagenet.imagenet_class_names(), "ImageNet-1k class index")
+    elif weights in _WEIGHTS_NAMES:
+        found = _WEIGHTS_NAMES[weights]()
     if found is None:
         return ClassNames([f"class_{i}" for i in range(num_classes)], PLACEHOLDER_SOURCE)
+    if (background and len(found.names) == num_classes + 1
+            and found.names[0].strip().lower() == BACKGROUND):
+        found = ClassNames(found.names[1:], f"{found.source} (its background line dropped)")
     check_labels(found.names, num_classes, found.source)
     return found
+
+
+def _voc_names():
+    from training.segdet.sources import VOC_CLASSES  # imports TensorFlow: only when needed
+
+    return ClassNames(list(VOC_CLASSES), "PASCAL VOC class names")
+
+
+# Class names of the official weights a model can be built with.
+_WEIGHTS_NAMES = {
+    "imagenet": lambda: ClassNames(imagenet.imagenet_class_names(), "ImageNet-1k class index"),
+    "coco": lambda: ClassNames(list(COCO_CLASSES), "COCO class names (official order)"),
+    "voc": _voc_names,
+}
 
 
 def _from_run(run_dir):

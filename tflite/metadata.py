@@ -9,11 +9,10 @@ named by a `TFLITE_METADATA` entry, the associated files appended as a zip archi
 (MediaPipe's own populator cannot be used: it needs a compiled module its wheel lacks.)
 
 One function per task builds `(ModelMetadataT, files)` from shared parts (`image_input`,
-`label_file`, `model_metadata`): `classifier` (ImageClassifier) and `segmenter`
-(ImageSegmenter). A detector (ObjectDetector on TFLite_Detection_PostProcess outputs)
-is the same image input plus four output TensorMetadataT (locations with
-BoundingBoxProperties, classes with a TENSOR_VALUE_LABELS `label_file`, scores, count);
-add it to `TASKS`.
+`_tensor`, `label_file`, `model_metadata`): `classifier` (ImageClassifier), `segmenter`
+(ImageSegmenter) and `detector` (ObjectDetector on the four TFLite_Detection_PostProcess
+outputs: boxes with BoundingBoxProperties, classes with a TENSOR_VALUE_LABELS labels
+file, scores, count, under the names MediaPipe looks them up by).
 
 Example:
     >>> from tflite import metadata
@@ -34,7 +33,7 @@ from mediapipe.tasks.metadata import image_segmenter_metadata_schema_py_generate
 from mediapipe.tasks.metadata import metadata_schema_py_generated as fb
 
 from keras_mobilevit import fileio
-from tflite import analyze
+from tflite import analyze, detection
 from tflite.labels import check_labels
 
 METADATA_NAME = "TFLITE_METADATA"  # the model's Metadata entry that readers look up
@@ -47,12 +46,21 @@ _MEANINGS = {"logits": "logits (no softmax: rank them, or softmax them for proba
 _BYTE_OFFSET = {"uint8": 0, "int8": -128}
 # Ops whose output is a probability (per class); any other last op gives logits.
 _PROBABILITY_OPS = ("SOFTMAX", "LOGISTIC")
+_PROBABILITY_STATS = fb.StatsT(max=[1.0], min=[0.0])
 # Ops between the last computing op and the graph output that do not change the meaning.
 _PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE")
 # Minimum metadata parser versions of the schema features written here (the rest of the
 # schema we use dates from 1.0.0); see MediaPipe's metadata_version.cc.
 _FEATURE_VERSIONS = {"subgraph_process_units": "1.1.0", "tensor_groups": "1.2.0",
                      "custom_metadata": "1.5.0"}
+_CONTENT_TYPES = {fb.FeaturePropertiesT: fb.ContentProperties.FeatureProperties,
+                  fb.ImagePropertiesT: fb.ContentProperties.ImageProperties,
+                  fb.BoundingBoxPropertiesT: fb.ContentProperties.BoundingBoxProperties}
+# The detector outputs' metadata names: MediaPipe's ObjectDetector finds the outputs by
+# them (detection_postprocessing_graph.cc), in the op's order (boxes, classes, scores, count).
+DETECTOR_OUTPUTS = ("location", "category", "score", "number of detections")
+# Where left, top, right, bottom sit in the op's (ymin, xmin, ymax, xmax) boxes.
+_BOX_INDEX = [1, 0, 3, 2]
 
 
 class MetadataError(ValueError):
@@ -82,14 +90,21 @@ def image_input(graph, pixel_range=(0.0, 255.0)):
                             "expects for 0..255 pixels, e.g. (0, 255) or (-1, 1)")
     lo, hi = (float(v) for v in pixel_range)
     _, height, width, _ = tensor.shape
-    return fb.TensorMetadataT(
-        name="image",
-        description=f"RGB image, {width}x{height}, pixels 0..255 (model range [{lo:g}, {hi:g}])",
-        content=fb.ContentT(
-            contentPropertiesType=fb.ContentProperties.ImageProperties,
-            contentProperties=fb.ImagePropertiesT(colorSpace=fb.ColorSpaceType.RGB)),
-        processUnits=_pixel_units(tensor, lo, hi),
-        stats=fb.StatsT(max=[hi], min=[lo]))
+    return _tensor("image",
+                   f"RGB image, {width}x{height}, pixels 0..255 (model range [{lo:g}, {hi:g}])",
+                   fb.ImagePropertiesT(colorSpace=fb.ColorSpaceType.RGB),
+                   processUnits=_pixel_units(tensor, lo, hi), stats=fb.StatsT(max=[hi], min=[lo]))
+
+
+def _tensor(name, description, properties, *, dims=None, **fields):
+    """TensorMetadataT whose content has `properties` (Feature-, Image- or
+    BoundingBoxPropertiesT); `dims` (min, max) the dimensions one content object spans
+    (None: all but the batch); `fields`: further TensorMetadataT fields."""
+    content = fb.ContentT(contentPropertiesType=_CONTENT_TYPES[type(properties)],
+                          contentProperties=properties)
+    if dims is not None:
+        content.range = fb.ValueRangeT(min=dims[0], max=dims[1])
+    return fb.TensorMetadataT(name=name, description=description, content=content, **fields)
 
 
 def _image_tensor(graph):
@@ -145,12 +160,9 @@ def classifier(tflite_model, labels, *, output=None, pixel_range=(0.0, 255.0), *
     `output` ("logits" or "probabilities") must agree with the graph's last op; None takes
     the graph's (`graph_output_kind`). `general`: name, description, version, author."""
     graph, output, labels = _one_image_model(tflite_model, labels, output)
-    out = fb.TensorMetadataT(
-        name=output, description=f"Class {_MEANINGS[output]}",
-        content=fb.ContentT(contentPropertiesType=fb.ContentProperties.FeatureProperties,
-                            contentProperties=fb.FeaturePropertiesT()),
-        stats=fb.StatsT(max=[1.0], min=[0.0]) if output == "probabilities" else None,
-        associatedFiles=[label_file()])
+    out = _tensor(output, f"Class {_MEANINGS[output]}", fb.FeaturePropertiesT(),
+                  stats=_PROBABILITY_STATS if output == "probabilities" else None,
+                  associatedFiles=[label_file()])
     subgraph = fb.SubGraphMetadataT(inputTensorMetadata=[image_input(graph, pixel_range)],
                                     outputTensorMetadata=[out])
     return model_metadata(subgraph, **general), _label_bytes(labels)
@@ -164,17 +176,52 @@ def segmenter(tflite_model, labels, *, output=None, pixel_range=(0.0, 255.0), **
     if len(graph.outputs[0].shape) != 4:
         raise MetadataError(f"a segmenter's output is (1, H, W, classes); this model's is "
                             f"{graph.outputs[0].shape}")
-    out = fb.TensorMetadataT(
-        name="segmentation_masks", description=f"Per-pixel class {_MEANINGS[output]}",
-        content=fb.ContentT(
-            contentPropertiesType=fb.ContentProperties.ImageProperties,
-            contentProperties=fb.ImagePropertiesT(colorSpace=fb.ColorSpaceType.GRAYSCALE)),
-        associatedFiles=[label_file()])
+    out = _tensor("segmentation_masks", f"Per-pixel class {_MEANINGS[output]}",
+                  fb.ImagePropertiesT(colorSpace=fb.ColorSpaceType.GRAYSCALE),
+                  associatedFiles=[label_file()])
     activation = fb_segmenter.Activation.SOFTMAX if output == "logits" else fb_segmenter.Activation.NONE
     options = _pack(fb_segmenter.ImageSegmenterOptionsT(activation=activation), b"V001")
     subgraph = fb.SubGraphMetadataT(
         inputTensorMetadata=[image_input(graph, pixel_range)], outputTensorMetadata=[out],
         customMetadata=[fb.CustomMetadataT(name="SEGMENTER_METADATA", data=list(options))])
+    return model_metadata(subgraph, **general), _label_bytes(labels)
+
+
+def detector(tflite_model, labels, *, pixel_range=(0.0, 255.0), **general):
+    """Metadata for a detector `.tflite` ending in TFLite_Detection_PostProcess
+    (`tflite.detection`) that MediaPipe's ObjectDetector reads: boxes (ymin, xmin, ymax,
+    xmax as fractions of the input: BoundingBoxProperties with the index of left, top,
+    right, bottom), classes (value i = line i of the labels file, TENSOR_VALUE_LABELS:
+    the op's class index has no background, so neither have the labels), scores, count.
+    `labels`: the foreground class names, one per op class; `general` as `classifier`."""
+    graph = analyze.load(tflite_model)
+    op = detection.postprocess_op(graph)
+    if op is None:
+        raise MetadataError(f"detector metadata describes a model ending in {detection.OP_NAME}; "
+                            "this one has no such op (a classifier or segmenter? use "
+                            "task='classifier' or 'segmenter')")
+    if [t.index for t in graph.outputs] != [t.index for t in op.outputs]:
+        raise MetadataError(f"the model's outputs are not the {detection.OP_NAME} outputs in "
+                            "the order boxes, classes, scores, count (convert with "
+                            "tflite.convert, which orders them: detection.order_outputs)")
+    classes = int(detection.op_attributes(graph)["num_classes"])
+    labels = check_labels(labels, classes, f"the labels of a detector with {classes} object "
+                          "classes (no background line: the op's class 0 is the first object)")
+    # (metadata name, description) of each output
+    location, category, score, count = zip(DETECTOR_OUTPUTS, detection.OUTPUT_MEANINGS)
+    box = fb.BoundingBoxPropertiesT(index=_BOX_INDEX, type=fb.BoundingBoxType.BOUNDARIES,
+                                    coordinateType=fb.CoordinateType.RATIO)
+    # Content.range (min, max) = (2, 2) for the per-detection values, as metadata_schema.fbs
+    # documents it for a detector's (1, D, 4) boxes and (1, D) scores.
+    outputs = [
+        _tensor(*location, box, dims=(2, 2)),
+        _tensor(*category, fb.FeaturePropertiesT(), dims=(2, 2),
+                associatedFiles=[label_file(fb.AssociatedFileType.TENSOR_VALUE_LABELS)]),
+        _tensor(*score, fb.FeaturePropertiesT(), dims=(2, 2), stats=_PROBABILITY_STATS),
+        _tensor(*count, fb.FeaturePropertiesT()),
+    ]
+    subgraph = fb.SubGraphMetadataT(inputTensorMetadata=[image_input(graph, pixel_range)],
+                                    outputTensorMetadata=outputs)
     return model_metadata(subgraph, **general), _label_bytes(labels)
 
 
@@ -259,7 +306,7 @@ def populate(tflite_model, meta, files):
 
 
 def write(path, labels, task="classifier", **kwargs):
-    """Put `task`'s metadata ("classifier" or "segmenter", arguments as those functions)
+    """Put `task`'s metadata (a `TASKS` key, arguments as that function)
     into the `.tflite` at `path`, atomically; returns the ModelMetadataT."""
     if task not in TASKS:
         raise MetadataError(f"task must be one of {sorted(TASKS)}, got {task!r}")
@@ -298,4 +345,4 @@ def _text(value):
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-TASKS = {"classifier": classifier, "segmenter": segmenter}
+TASKS = {"classifier": classifier, "segmenter": segmenter, "detector": detector}
