@@ -518,6 +518,18 @@ def test_convert_cli_refuses_a_training_run_of_another_image_size(tiny_keras, tm
     assert "used 32x32 images but the model takes 8x8" in err
 
 
+def test_train_py_finds_the_qat_plugin_through_its_entry_point():
+    """`train.py --qat` in a fresh process: `training` imports nothing of `tflite`; the
+    QAT command is found through the `keras_mobilevit.training_plugins` entry point
+    (here it stops at its own first check). The whole chain is the slow test below."""
+    import training_utils
+
+    result = training_utils.run_script("train.py", "--qat")
+    assert result.returncode != 0
+    assert "--from PATH.keras (the trained float model) is required" in result.stderr
+
+
+@pytest.mark.slow  # ~3.5 min on 2 cores: tracing the QAT training step and its evaluation
 def test_train_py_qat_fine_tunes_saves_and_converts(tmp_path):
     """`python training/train.py --qat --from model.keras`: the issue's whole QAT chain
     (fine-tune with the training pipeline, save, reload with safe_mode, convert)."""
