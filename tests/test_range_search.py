@@ -100,3 +100,15 @@ def test_bad_input_is_refused_with_a_reason():
         rs.search_range(np.ones(3), "percentile", percentile=20)
     with pytest.raises(ValueError, match="no values"):
         rs.search_range(np.array([]))
+
+
+@pytest.mark.parametrize("method", rs.METHODS)
+def test_narrow_tensors_get_the_floor_width_inside_their_min_max_range(method):
+    """A near-constant tensor (spread under the 1e-4 floor): its min/max range is the
+    floor wide already, and every method's range stays inside it."""
+    values = np.random.default_rng(0).normal(-4.5e-5, 1e-5, 10_000)
+    lo0, hi0 = values.min(), values.min() + 1e-4  # what the min/max pass keeps
+    hist = rs.Histogram(lo0, hi0).add(values)
+    lo, hi = rs.choose_range(hist, method)
+    assert hi - lo >= 1e-4 * (1 - 1e-9)
+    assert lo0 <= lo <= 0.0 <= hi <= hi0

@@ -151,7 +151,11 @@ def choose_range(hist, method="mse", *, symmetric=False, percentile=99.99, min_w
     if symmetric:
         hi = max(-lo * 127.0 / 128.0, hi, min_width)
         return -hi * 128.0 / 127.0, hi
-    return lo, max(hi, lo + min_width)
+    if hi - lo < min_width:  # widened to the floor inside the observed range where it fits
+        # (a near-constant tensor: its min/max range is already min_width wide)
+        hi = min(lo + min_width, max(hist.hi, hi))
+        lo = min(lo, hi - min_width)
+    return lo, hi
 
 
 def search_range(values, method="mse", *, symmetric=False, bins=DEFAULT_BINS, **kwargs):
