@@ -25,19 +25,24 @@ if __package__ in (None, ""):  # run as a script: make `tflite` and `training` i
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tflite import data, qat  # noqa: E402
-from training import models, train  # noqa: E402
+from training import tasks, train  # noqa: E402
 
 QAT_DEFAULTS = ["--epochs", "3", "--lr", "1e-4", "--min-lr", "1e-5",
                 "--warmup-init-lr", "1e-5", "--warmup-steps", "20", "--ema-momentum", "0"]
 
 
 def build_qat_model(config):
-    """The QAT twin of the float model that `config` (a training.config.TrainConfig) names."""
-    model = models.build_classifier(config)
-    if qat.fake_quant_layers(model):  # --from a QAT model: keep training it
-        return model
-    calibration = data.calibration_images(config.to_json(), 256)
-    return qat.make_qat_model(model, calibration_data=calibration)
+    """The QAT twin of the float model that `config` (a training.config.TrainConfig) names,
+    built by its task's model factory (a classifier, DeepLabV3, or SSDLite inside its
+    training wrapper), calibrated on the run's training images."""
+
+    def twin(model):
+        if qat.fake_quant_layers(model):  # --from a QAT classifier: keep training it
+            return model
+        calibration = data.calibration_images(config.to_json(), 256)
+        return qat.make_qat_model(model, calibration_data=calibration)
+
+    return tasks.get_task(config.task).build_model(config, transform=twin)
 
 
 def main(argv=None):

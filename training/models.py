@@ -36,11 +36,17 @@ def load_model(path):
     return keras.models.load_model(path, compile=False, safe_mode=True)
 
 
-def build_classifier(config):
+def build_classifier(config, transform=None):
     """The network to train, uncompiled: new, from `config.weights`, or `config.from_model`.
 
     A new Dense head replaces the classifier when the number of classes differs.
+    `transform`: model -> model applied to it last (the QAT plugin's twin).
     """
+    model = _classifier(config)
+    return transform(model) if transform else model
+
+
+def _classifier(config):
     recipe, num_classes = config.recipe, config.num_classes
     size = recipe.image_size
     input_shape = (None, None, 3) if recipe.multi_scale else (size, size, 3)

@@ -26,7 +26,7 @@ class Task:
     """A training task: each callable takes the run's `config.TrainConfig`."""
 
     name: str
-    build_model: Callable          # config -> uncompiled keras.Model
+    build_model: Callable          # (config, transform=None) -> uncompiled keras.Model
     make_loss: Callable            # config -> keras loss
     make_metrics: Callable         # config -> [keras metric] (compiled as weighted_metrics)
     open_source: Callable          # config -> data source (class_names, splits, read)

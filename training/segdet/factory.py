@@ -49,10 +49,13 @@ class SegDetOptions:
         "bundled scenes, where the backbone starts from scratch too)", check=positive)
     aux_loss_weight: float = option(0.4, "DeepLabV3 auxiliary-head loss weight (v0.2 "
                                     "families: v2, v3 0.5/0.75/1.0)")
-    scale_min: float = option(0.5, "segmentation random resize: smallest factor of the "
-                              "crop size", check=positive)
-    scale_max: float = option(2.0, "segmentation random resize: largest factor",
-                              check=positive)
+    scale_min: float | None = option(
+        None, "segmentation random resize: smallest factor of the crop size (default: 0.5 "
+        "as cvnets; 0.75 on the bundled scenes, whose objects already vary in size)",
+        check=positive)
+    scale_max: float | None = option(
+        None, "segmentation random resize: largest factor (default: 2.0 as cvnets; 1.5 on "
+        "the bundled scenes)", check=positive)
     match_iou: float = option(0.5, "detection: anchors matched at this IoU",
                               check=positive)
     photometric: bool = option(True, "photometric distortion (brightness, contrast, "
@@ -60,6 +63,10 @@ class SegDetOptions:
 
 
 OFFICIAL_HEAD_LR_MULTIPLIER = 10.0  # cvnets DeepLabV3 configs: the head at 10x the lr
+OFFICIAL_SCALES = (0.5, 2.0)       # cvnets VOC: random short-side resize, x crop size
+# The bundled scenes draw each garment at 0.25-0.5 of the canvas already; 0.5-2.0 on
+# top of that made 12-px garments (or 96-px ones cut by the crop) out of 28-px images.
+BUNDLED_SCALES = (0.75, 1.5)
 
 # Official recipes (cvnets configs): DeepLabV3 on PASCAL VOC, SSDLite on COCO. AdamW,
 # cosine from 9e-4 to 1e-6 after 500 warm-up steps from 9e-5, weight decay 0.01, no
@@ -106,25 +113,30 @@ def has_aux_head(model_name):
     return architectures.SEG_HEADS[spec.family.seg_head].aux_head
 
 
-def build_segmenter(config):
-    """DeepLabV3 to train: logits, plus {"logits", "aux_logits"} with an aux head."""
+def build_segmenter(config, transform=None):
+    """DeepLabV3 to train: logits, plus {"logits", "aux_logits"} with an aux head;
+    `transform(model)` last (the QAT plugin's twin)."""
     size, options = config.recipe.image_size, config.segdet
     model = DeepLabV3(config.model, weights=_official(config.weights),
                       classes=config.num_classes, output_stride=options.output_stride,
                       input_shape=(size, size, 3),
                       backbone_weights=_official(options.backbone_weights),
                       aux_output=has_aux_head(config.model))
-    return _transfer_weights(model, config)
+    model = _transfer_weights(model, config)
+    return transform(model) if transform else model
 
 
-def build_detector(config):
+def build_detector(config, transform=None):
     """SSDLite to train: its raw outputs as one [B, A, 4 + C] tensor (training_model);
-    the full detector, with post-processing, is kept for `export_model`."""
+    the full detector, with post-processing, is kept for `export_model`.
+    `transform(detector)` comes before both (the QAT plugin's twin)."""
     size, options = config.recipe.image_size, config.segdet
     detector = SSDLite(config.model, weights=_official(config.weights),
                        classes=config.num_classes, input_shape=(size, size, 3),
                        backbone_weights=_official(options.backbone_weights))
     detector = _transfer_weights(detector, config)
+    if transform:
+        detector = transform(detector)
     trainer = detection.training_model(detector)
     _EXPORTS[trainer] = detector
     return trainer
@@ -192,9 +204,10 @@ def _weighted_layers(model):
 def segmentation_settings(config):
     """The segmentation pipelines' settings of a resolved TrainConfig."""
     recipe, options = config.recipe, config.segdet
+    default_min, default_max = BUNDLED_SCALES if _bundled(config) else OFFICIAL_SCALES
     return segmentation.SegmentationSettings(
         image_size=recipe.image_size, batch_size=recipe.batch_size,
-        scale_min=options.scale_min, scale_max=options.scale_max,
+        scale_min=options.scale_min or default_min, scale_max=options.scale_max or default_max,
         photometric=options.photometric, cache=config.cache,
         aux_output=has_aux_head(config.model))
 
@@ -226,6 +239,10 @@ def segmentation_lr_multipliers(config):
     """{"seg_head": factor}: DeepLabV3's head learns `head_lr_multiplier` times faster."""
     factor = config.segdet.head_lr_multiplier
     if factor is None:
-        bundled = config.dataset == sources.DEFAULT_DATASET and not config.image_folder
-        factor = 1.0 if bundled else OFFICIAL_HEAD_LR_MULTIPLIER
+        factor = 1.0 if _bundled(config) else OFFICIAL_HEAD_LR_MULTIPLIER
     return {"seg_head": factor} if factor != 1.0 else {}
+
+
+def _bundled(config):
+    """True for a run on the bundled Fashion-MNIST scenes (no data flags)."""
+    return config.dataset == sources.DEFAULT_DATASET and not config.image_folder
