@@ -3,16 +3,18 @@ boxes on their objects, anchor targets, the SSD loss with hard-negative mining,
 pycocotools mAP and the box figure."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_mobilevit import box_coder
 from segdet_utils import crash_and_resume
-from training import models
+from training import models, train
 from training.data import DataError
 from training.datasets.fashion_scenes import make_scenes
-from training.segdet import detection, figures, joint_augment, sources
+from training.segdet import detection, factory, figures, joint_augment, sources
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +200,51 @@ def test_train_detection_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     outputs = detector.predict(np.zeros((1, 160, 160, 3), np.float32), verbose=0)
     assert {"boxes", "scores", "classes", "num_detections"} <= set(outputs)
     assert outputs["class_logits"].shape[-1] == 11
+
+
+def test_without_ssd_crop_targets_are_the_whole_images_boxes(coco_folder):
+    """ssd_crop=False (the bundled scenes' default): every positive anchor decodes to one
+    of its image's true boxes, or that box mirrored (the flip), nothing cropped."""
+    source = sources.open_scene_source("detection", image_folder=coco_folder)
+    settings = detection.DetectionSettings(image_size=48, batch_size=6, photometric=False,
+                                           ssd_crop=False)
+    anchors = np.array([[x, y, w, w] for x in (0.25, 0.5, 0.75) for y in (0.25, 0.5, 0.75)
+                        for w in (0.2, 0.3, 0.45)], np.float32)
+    truth = [np.asarray(e["boxes"]) for e in source.read(source.train_split)]
+    mirrored = [b[:, [0, 3, 2, 1]] * [1, -1, 1, -1] + [0, 1, 0, 1] for b in truth]
+    allowed = np.concatenate(truth + mirrored)[:, [1, 0, 3, 2]]  # xyxy
+    ds = detection.train_dataset(source, settings, anchors=anchors)
+    for _, targets in ds.take(3).as_numpy_iterator():
+        positive = targets[..., 4] > 0
+        assert positive.any(axis=1).all()  # no image lost its boxes
+        boxes = box_coder.center_to_corner(box_coder.decode(
+            targets[positive][:, :4], np.broadcast_to(anchors, targets.shape[:2] + (4,))[
+                positive]))
+        error = np.abs(np.asarray(boxes)[:, None] - allowed[None]).max(-1).min(-1)
+        assert error.max() < 1e-5
+
+
+def test_bundled_scenes_alone_default_to_no_ssd_crop_and_match_iou_0_4():
+    """The official recipe (SSD crop, matching at IoU 0.5) everywhere but on the bundled
+    scenes; explicit flags win on both."""
+    recipe = SimpleNamespace(image_size=160, batch_size=16)
+
+    def settings(dataset, image_folder=None, **flags):
+        config = SimpleNamespace(recipe=recipe, segdet=factory.SegDetOptions(**flags),
+                                 dataset=dataset, image_folder=image_folder,
+                                 model="mobilevitv3_xxs", cache="auto")
+        return factory.detection_settings(config)
+
+    bundled = settings(sources.DEFAULT_DATASET)
+    assert not bundled.ssd_crop and bundled.iou_threshold == 0.4
+    for official in (settings("coco/2017"), settings(None, "folder")):
+        assert official.ssd_crop and official.iou_threshold == 0.5
+    flagged = settings(sources.DEFAULT_DATASET, ssd_crop=True, match_iou=0.5)
+    assert flagged.ssd_crop and flagged.iou_threshold == 0.5
+    flagged = settings("coco/2017", ssd_crop=False, match_iou=0.6)
+    assert not flagged.ssd_crop and flagged.iou_threshold == 0.6
+    parse = train.parse_args
+    assert parse(["--task", "detection"])[0].segdet.ssd_crop is None
+    assert parse(["--ssd-crop"])[0].segdet.ssd_crop is True
+    assert parse(["--no-ssd-crop"])[0].segdet.ssd_crop is False
+    assert parse(["--match-iou", "0.45"])[0].segdet.match_iou == 0.45

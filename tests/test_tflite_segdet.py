@@ -462,3 +462,18 @@ def test_task_report_goes_to_its_own_benchmarks_section(tmp_path):
     assert "int8 p50 <= 0.6x float32 (1 thread): 0.50x: **met**" in text
     benchmark_report.update_section(str(md), report, "out/benchmark.json")  # replaced, once
     assert md.read_text().count("segmentation and detection (tflite/)") == 1
+
+
+def test_calibration_images_of_a_detection_run(tmp_path):
+    """`--calib training` of a detection run: its scene source's training images,
+    resized to the input size (a classification source refused these datasets)."""
+    from tflite import data as tflite_data
+    from training.datasets.fashion_scenes import make_scenes
+    make_scenes.export(tmp_path / "scenes", "train", 10, size=48)  # 2 held out
+    config = {"task": "detection", "dataset": "scenes", "image_folder": str(tmp_path / "scenes"),
+              "pipeline": {"image_size": 40}}
+    images = tflite_data.calibration_images(config, 3)
+    assert images.shape == (3, 40, 40, 3) and images.dtype == np.float32
+    assert 0 <= images.min() and images.max() <= 255 and images.std() > 1
+    held_out, labels = tflite_data.images(config, "eval")
+    assert held_out.shape == (2, 40, 40, 3) and labels is None

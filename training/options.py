@@ -113,8 +113,8 @@ def add_flags(parser, cls, overrides=False, groups=None):
         kwargs = dict(dest=field.name, help=meta.get("help"), **meta.get("argparse", {}))
         default = None if overrides else field.default
         if _value_type(field) is None:  # a switch
-            action = (argparse.BooleanOptionalAction if overrides or default
-                      else "store_true")
+            action = (argparse.BooleanOptionalAction
+                      if overrides or default is not False else "store_true")
             kwargs.update(action=action, default=default)
         else:
             kwargs.update(type=_argparse_type(field), default=default)

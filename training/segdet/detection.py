@@ -46,6 +46,7 @@ class DetectionSettings:
     model: str = "mobilevitv3_xs"    # the backbone: the anchors depend on its feature maps
     iou_threshold: float = 0.5       # anchor matching
     photometric: bool = True
+    ssd_crop: bool = True            # SSD random crop (off: the whole image)
     cache: str = "auto"              # "auto" (small bundled data) | "yes" | "no"
 
 
@@ -71,15 +72,17 @@ def anchors_for(model_name, image_size):
 
 
 def train_dataset(source, settings, input_context=None, seed=0, anchors=None):
-    """Endless per-replica batches: SSD crop, photometric, flip, resize, anchor targets.
+    """Endless per-replica batches: SSD crop, photometric, flip, resize, anchor targets
+    (crop and photometric as `settings` say).
 
     anchors: [A, 4] (cx, cy, w, h); default: those of SSDLite(settings.model) at S x S.
     """
     size, anchors = settings.image_size, _anchors(settings, anchors)
 
     def augment(example):
-        image, boxes, labels = joint_augment.ssd_crop(
-            example["image"], example["boxes"], example["labels"])
+        image, boxes, labels = example["image"], example["boxes"], example["labels"]
+        if settings.ssd_crop:
+            image, boxes, labels = joint_augment.ssd_crop(image, boxes, labels)
         if settings.photometric:
             image = joint_augment.photometric(image)
         image, boxes = joint_augment.flip_boxes(image, boxes)
