@@ -323,6 +323,13 @@ class QLayerNorm(keras.layers.Layer):
         centered = fq["centered"](x - mean)
         squared = fq["squared"](centered * centered)
         var = fq["var"](ops.mean(squared, axis=axes, keepdims=True))
+        # A token flatter than half a step of var's range rounds to var = 0, and
+        # rsqrt(0 + eps) multiplied its centred values by ~300 (eps 1e-5): trained
+        # segmenters have such flat background tokens, and the error grew layer by layer
+        # to ranges of 1e26. One step is the smallest variance int8 can tell from 0: the
+        # floor (an int8 MAXIMUM with a constant in the exported graph) bounds them.
+        lo, hi = self.fq["var"].quantization_range()
+        var = ops.maximum(var, (hi - lo) / 255.0)
         inv_std = fq["inv_std"](ops.rsqrt(var + self.epsilon))  # var >= 0: finite
         normed = fq["normed"](centered * inv_std)
         return fq["out"](fq["scaled"](normed * self.gamma) + self.beta)
