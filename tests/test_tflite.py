@@ -557,3 +557,27 @@ def test_train_py_qat_fine_tunes_saves_and_converts(tmp_path):
     content = convert.convert(path, "int8", _pixels(8))
     graph = analyze.load(content)
     assert graph.inputs[0].dtype == "uint8" and analyze.non_builtin_ops(graph) == []
+
+
+def test_qat_layernorm_bounds_a_token_whose_variance_rounds_to_zero():
+    """One token with a single off value (var 1.56) among tokens of var ~10^4: its var
+    is under half an int8 step of var's range. rsqrt(0 + eps) made its normed value
+    ~1500 (float: 3.9), and a trained segmenter's twin grew such errors to 1e26; the
+    floor of one step keeps it within the float output's own bounds."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 100, (1, 8, 16)).astype("float32")
+    x[0, 0] = 0.0
+    x[0, 0, 3] = 5.0  # the flat token, one value off
+    norm = kmv.layers.LayerNorm()
+    y_float = norm(x).numpy()
+    twin = qat_layers.QLayerNorm(norm.epsilon, norm.axes)
+    twin.build(x.shape)
+    twin.load_float(norm)
+    for q in twin.fq.values():  # calibrate on x itself
+        q.calibrating = True
+    twin(x)
+    for q in twin.fq.values():
+        q.calibrating = False
+    y_twin = twin(x, training=False).numpy()
+    assert np.abs(y_twin).max() <= 1.05 * np.abs(y_float).max()
+    assert np.abs(y_twin[0, 1:] - y_float[0, 1:]).max() < 0.1  # the other tokens: rounding
