@@ -91,7 +91,7 @@ DETECTION_RECIPE = recipes.Recipe(name="ssdlite", image_size=320, epochs=200, **
 # (training/README.md). Explicit flags still win.
 _QUICK = dict(batch_size=16, lr=2e-3, min_lr=2e-5, warmup_init_lr=2e-4, warmup_steps=100)
 SEGMENTATION_QUICK = dict(image_size=96, epochs=3, **_QUICK)
-DETECTION_QUICK = dict(image_size=160, epochs=3, batch_size=4, lr=4e-3, min_lr=2e-5,
+DETECTION_QUICK = dict(image_size=160, epochs=2, batch_size=4, lr=3e-3, min_lr=2e-5,
                        warmup_init_lr=2e-4, warmup_steps=100)
 
 
