@@ -85,10 +85,10 @@ DETECTION_RECIPE = recipes.Recipe(name="ssdlite", image_size=320, epochs=200, **
 # about ten minutes on two free CPU cores. Segmentation: 3 epochs of 250 steps (measured
 # on a machine shared with other jobs, load 11-17: 43 min; see training/README.md).
 # Detection: SSDLite needs at least 129 px (its anchor grid), so it trains on the
-# canvases resized to 160; 3 epochs of 1,000 steps of batch 4 at lr 4e-3 (with no SSD
-# crop and anchors matched at IoU 0.4: `SegDetOptions`). In 6,400-image trials batch 4
-# beat 8 and 16 (more updates in the same time) and lr 4e-3 beat 2.5e-3 and 6e-3
-# (training/README.md). Explicit flags still win.
+# canvases resized to 160; 2 epochs of 1,000 steps of batch 4 at lr 3e-3, with no SSD
+# crop and anchors matched at IoU 0.4 (`SegDetOptions`). In 6,400-image trials batch 4
+# beat 8 and 16 (more updates in the same time), IoU 0.4 beat 0.5, lr 4e-3 beat 2.5e-3
+# and 6e-3; 3 epochs at 4e-3 did worse (training/README.md). Explicit flags still win.
 _QUICK = dict(batch_size=16, lr=2e-3, min_lr=2e-5, warmup_init_lr=2e-4, warmup_steps=100)
 SEGMENTATION_QUICK = dict(image_size=96, epochs=3, **_QUICK)
 DETECTION_QUICK = dict(image_size=160, epochs=2, batch_size=4, lr=3e-3, min_lr=2e-5,
