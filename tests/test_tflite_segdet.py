@@ -477,3 +477,15 @@ def test_calibration_images_of_a_detection_run(tmp_path):
     assert 0 <= images.min() and images.max() <= 255 and images.std() > 1
     held_out, labels = tflite_data.images(config, "eval")
     assert held_out.shape == (2, 40, 40, 3) and labels is None
+
+
+def test_labels_of_a_detection_run_skip_its_background(tmp_path):
+    """A detection run's labels.txt starts with 'background'; the exported detector's
+    classes (the op's) do not, so its labels are the other lines."""
+    from tflite import labels
+    (tmp_path / "labels.txt").write_text("background\ncat\ndog\n")
+    (tmp_path / "config.json").write_text(json.dumps({"task": "detection"}))
+    found = labels.class_names(2, run_dir=tmp_path)
+    assert found.names == ["cat", "dog"] and "without its first line" in found.source
+    (tmp_path / "config.json").write_text(json.dumps({"task": "segmentation"}))
+    assert labels.class_names(3, run_dir=tmp_path).names == ["background", "cat", "dog"]

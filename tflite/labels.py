@@ -114,7 +114,22 @@ _WEIGHTS_NAMES = {
 
 
 def _from_run(run_dir):
-    """The names a training run folder records (labels.txt, config.json), or its dataset's."""
+    """The names a training run folder records (labels.txt, config.json), or its dataset's.
+
+    A detection run's names start with its background class, which the exported
+    detector's classes skip (`TFLite_Detection_PostProcess`): that name is dropped.
+    """
+    found = _run_names(run_dir)
+    config_path = os.path.join(run_dir, rundir.CONFIG)
+    if found is None or not os.path.exists(config_path):
+        return found
+    if rundir.read_config(run_dir).get("task") == "detection":
+        return ClassNames(found.names[1:], f"{found.source} without its first line "
+                          f"({found.names[0]!r}: a detector's outputs skip the background)")
+    return found
+
+
+def _run_names(run_dir):
     path = os.path.join(run_dir, rundir.LABELS)
     if os.path.exists(path):
         return ClassNames(read_labels(path), path)
