@@ -3,7 +3,9 @@
 A training run folder holds `config.json`; its dataset, splits and eval transform are
 what calibration (training split) and accuracy (held-out split) use here, so the int8
 model is calibrated and measured on exactly what the float model was trained and
-evaluated on. Images come out as raw pixels in [0, 255], float32 NHWC.
+evaluated on. Images come out as raw pixels in [0, 255], float32 NHWC. Segmentation and
+detection runs (`"task"` in the config) read their scene source (training/segdet/) and
+its eval transform, a resize to the input size; their labels are None.
 """
 
 import dataclasses
@@ -12,6 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from training import data, pipeline, rundir
+from training.segdet import joint_augment, sources
+
+SCENE_TASKS = ("segmentation", "detection")
 
 run_config = rundir.read_config  # run folder -> its config.json as a dict
 
@@ -37,7 +42,10 @@ def default_config(image_size):
 
 def images(config, split="eval", limit=None):
     """(images [N, H, W, 3] float32, labels [N] int) of `split` ("eval", "train" or a
-    split name) through the run's eval transform (resize, center crop)."""
+    split name) through the run's eval transform (resize, center crop); for a
+    segmentation or detection run (images resized to the input size, None)."""
+    if config.get("task") in SCENE_TASKS:
+        return _scene_images(config, split, limit), None
     source, settings = _source_and_settings(config)
     name = {"eval": source.eval_split, "train": source.train_split}.get(split, split)
     center = pipeline.eval_transform(settings)
@@ -53,6 +61,23 @@ def images(config, split="eval", limit=None):
         ys.append(y.numpy())
     xs, ys = np.concatenate(xs), np.concatenate(ys).astype(np.int64)
     return (xs[:limit], ys[:limit]) if limit else (xs, ys)
+
+
+def _scene_images(config, split, limit):
+    """A segmentation/detection run's images of `split`, resized as its eval pipeline does."""
+    folder = config.get("image_folder")
+    source = sources.open_scene_source(
+        config["task"], None if folder else config["dataset"], folder,
+        data_dir=config.get("data_dir"), train_split=config.get("train_split"),
+        eval_split=config.get("eval_split"))
+    name = {"eval": source.eval_split, "train": source.train_split}.get(split, split)
+    size = [config["pipeline"]["image_size"]] * 2
+    ds = source.read(name).map(lambda example: joint_augment.resize_image(example["image"], size),
+                               num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+    if limit:
+        ds = ds.take(-(-limit // 256))
+    xs = np.concatenate([x.numpy() for x in ds])
+    return xs[:limit] if limit else xs
 
 
 def calibration_images(config, num_samples=200):
