@@ -12,6 +12,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
+import keras_mobilevit as kmv  # noqa: E402
 from keras_mobilevit import layers as kmv_layers  # noqa: E402
 from tflite import (benchmark, benchmark_report, convert, data, latency,  # noqa: E402
                     task_accuracy)
@@ -193,3 +194,26 @@ def test_seg_run_benchmark_end_to_end(seg_run, tmp_path):
     assert 0 <= rows["int8 PTQ"]["mean_iou"] <= 1
     assert "Segmentation accuracy: tiny_segmenter at 32x32" in (
         out / "BENCHMARKS-tflite.md").read_text()
+
+
+@pytest.mark.slow  # builds and converts a real SSDLite: ~30 s on 2 cores
+def test_float32_detector_tflite_scores_what_keras_scores(fixtures_path, tmp_path):
+    """SSDLite on the segdet fixture weights (randomized, but with confident detections):
+    the float32 file's TFLite_Detection_PostProcess rows, turned into pixel boxes and
+    labels, find every confident Keras detection and score the Keras mAP. The truth is
+    the Keras model's 20 best detections per image, so the mAP is far from 0."""
+    size = 192
+    model = kmv.SSDLite("mobilevitv2_050", input_shape=(size, size, 3),
+                        weights=str(fixtures_path / "segdet" / "ssdlite_mobilevit_v2_050.pt"))
+    images = np.stack([tf.image.resize(make_scenes.scene("test", k, 96)[0], [size, size])
+                       for k in range(4)])
+    truth = [(boxes[:20], labels[:20]) for boxes, labels, _ in
+             detection.predict_boxes(model, images)]  # ordered by score
+    keras_metrics, score = task_accuracy.scorer("detection", model, images, truth, 81)
+    path = tmp_path / "det_float32.tflite"
+    path.write_bytes(convert.convert(model, "float32"))
+    got = score(latency.predict_outputs(str(path), images))
+    assert keras_metrics["mAP"] > 0.9
+    np.testing.assert_allclose([got["mAP"], got["mAP50"]],
+                               [keras_metrics["mAP"], keras_metrics["mAP50"]], atol=1e-3)
+    assert got["confident_keras_detections"] >= 80 and got["keras_detections_matched"] >= 0.95
