@@ -13,7 +13,7 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 import keras_mobilevit as kmv  # noqa: E402
-from keras_mobilevit import layers as kmv_layers  # noqa: E402
+import segdet_utils  # noqa: E402
 from tflite import (benchmark, benchmark_report, convert, data, latency,  # noqa: E402
                     task_accuracy)
 from training.datasets.fashion_scenes import make_scenes  # noqa: E402
@@ -31,19 +31,6 @@ def _scenes(root, train=6, test=5):
     return root
 
 
-def _segmenter():
-    """Pixels -> stride-16 logits -> bilinear resize to the input, as DeepLabV3 ends."""
-    keras.utils.set_random_seed(2)
-    x = inp = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1 / 255)(x)
-    for _ in range(4):
-        x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
-    logits = keras.layers.Conv2D(CLASSES, 1, kernel_initializer=keras.initializers.RandomNormal(
-        0, 3))(x)
-    return keras.Model(inp, kmv_layers.PatchResize(align_corners=False)([logits, inp]),
-                       name="tiny_segmenter")
-
-
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory):
     """A run folder as train.py --task segmentation writes it (config.json, model.keras)
@@ -54,7 +41,7 @@ def seg_run(tmp_path_factory):
               "image_folder": str(_scenes(root / "scenes")), "train_split": "train",
               "eval_split": "test", "pipeline": dataclasses.asdict(settings)}
     (root / "config.json").write_text(json.dumps(config))
-    _segmenter().save(root / "model.keras")
+    segdet_utils.tiny_segmenter(SIZE, CLASSES).save(root / "model.keras")
     return root
 
 

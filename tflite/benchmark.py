@@ -168,10 +168,7 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
     name = float_model.name
     paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib, naive_ptq,
                                        ptq_name="int8_ptq", peer=peer)
-    if qat_run:
-        paths["int8 QAT"] = convert_isolated(os.path.join(qat_run, "model.keras"),
-                                             os.path.join(workdir, f"{name}_int8_qat.tflite"),
-                                             "int8", calib)
+    _add_qat(paths, qat_run, os.path.join(workdir, name), calib)
     rows = _measured_rows(paths, threads, warmup, runs)
     for label, path in paths.items():
         pred = np.argmax(isolated("predict_tflite", path=path, images=images), axis=-1)
@@ -182,6 +179,13 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
             "eval_examples": int(len(labels)),
             "float_keras_top1": float(np.mean(reference == labels)),
             "float_run": float_run, "qat_run": qat_run, "results": rows}
+
+
+def _add_qat(paths, qat_run, stem, calib):
+    """Adds "int8 QAT" to `paths`: the QAT run's model.keras as int8 (no run: nothing)."""
+    if qat_run:
+        paths["int8 QAT"] = convert_isolated(os.path.join(qat_run, "model.keras"),
+                                             f"{stem}_int8_qat.tflite", "int8", calib)
 
 
 def _measured_rows(paths, threads, warmup, runs):
@@ -212,10 +216,7 @@ def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
     name = float_model.name
     paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib,
                                        naive_ptq=False, ptq_name="int8_ptq")
-    if qat_run:
-        paths["int8 QAT"] = convert_isolated(os.path.join(qat_run, "model.keras"),
-                                             os.path.join(workdir, f"{name}_int8_qat.tflite"),
-                                             "int8", calib)
+    _add_qat(paths, qat_run, os.path.join(workdir, name), calib)
     rows = _measured_rows(paths, threads, warmup, runs)
     for label, path in paths.items():
         rows[label].update(score(isolated("predict_outputs", path=path, images=images)))
