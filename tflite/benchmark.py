@@ -132,18 +132,16 @@ def _file_row(label, path, float_path):
 
 def _convert_variants(keras_path, stem, calib, naive_ptq, ptq_name="int8", peer=False):
     """{label: .tflite path} of float32, int8 PTQ (`<stem>_<ptq_name>.tflite`),
-    (`naive_ptq`) the converter's own PTQ, which may be refused: {label: reason} for those,
-    and (`peer`) ai-edge-quantizer's static int8 of the float32 file (same `calib`)."""
-    paths = {"float32": convert_isolated(keras_path, f"{stem}_float32.tflite", "float32"),
-             "int8 PTQ": convert_isolated(keras_path, f"{stem}_{ptq_name}.tflite", "int8",
-                                          calib)}
+    (`naive_ptq`) the converter's own PTQ, and (`peer`) ai-edge-quantizer's static int8 of
+    the float32 file (same `calib`); and {label: reason} of the int8 conversions refused
+    (the rest are still measured)."""
+    paths = {"float32": convert_isolated(keras_path, f"{stem}_float32.tflite", "float32")}
     refused = {}
-    if naive_ptq:
-        try:
-            paths["int8 PTQ (converter only)"] = convert_isolated(
-                keras_path, f"{stem}_int8_naive.tflite", "int8", calib, ptq="converter")
-        except WorkerError as e:  # e.g. a graph LiteRT could not load (convert says so)
-            refused["int8 PTQ (converter only)"] = f"conversion refused: {e}"
+    _convert_or_refuse(paths, refused, "int8 PTQ", keras_path, f"{stem}_{ptq_name}.tflite",
+                       "int8", calib)
+    if naive_ptq:  # e.g. a graph LiteRT could not load (convert says so)
+        _convert_or_refuse(paths, refused, "int8 PTQ (converter only)", keras_path,
+                           f"{stem}_int8_naive.tflite", "int8", calib, ptq="converter")
     if peer:  # quantizes the float32 file, as an app developer would start from it
         label, out = "int8 ai-edge-quantizer", f"{stem}_int8_aeq.tflite"
         try:
@@ -168,7 +166,7 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
     name = float_model.name
     paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib, naive_ptq,
                                        ptq_name="int8_ptq", peer=peer)
-    _add_qat(paths, qat_run, os.path.join(workdir, name), calib)
+    _add_qat(paths, refused, qat_run, os.path.join(workdir, name), calib)
     rows = _measured_rows(paths, threads, warmup, runs)
     for label, path in paths.items():
         pred = np.argmax(isolated("predict_tflite", path=path, images=images), axis=-1)
@@ -181,11 +179,21 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
             "float_run": float_run, "qat_run": qat_run, "results": rows}
 
 
-def _add_qat(paths, qat_run, stem, calib):
-    """Adds "int8 QAT" to `paths`: the QAT run's model.keras as int8 (no run: nothing)."""
+def _add_qat(paths, refused, qat_run, stem, calib):
+    """Adds "int8 QAT" to `paths` (or why not to `refused`): the QAT run's model.keras as
+    int8 (no run: nothing)."""
     if qat_run:
-        paths["int8 QAT"] = convert_isolated(os.path.join(qat_run, "model.keras"),
-                                             f"{stem}_int8_qat.tflite", "int8", calib)
+        _convert_or_refuse(paths, refused, "int8 QAT", os.path.join(qat_run, "model.keras"),
+                           f"{stem}_int8_qat.tflite", "int8", calib)
+
+
+def _convert_or_refuse(paths, refused, label, keras_path, out, *args, **kwargs):
+    """`convert_isolated` into `paths[label]`, or the reason `convert` refused it into
+    `refused[label]` (e.g. a quantizer error on one graph)."""
+    try:
+        paths[label] = convert_isolated(keras_path, out, *args, **kwargs)
+    except WorkerError as e:
+        refused[label] = f"conversion refused: {e}"
 
 
 def _measured_rows(paths, threads, warmup, runs):
@@ -216,7 +224,7 @@ def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
     name = float_model.name
     paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib,
                                        naive_ptq=False, ptq_name="int8_ptq")
-    _add_qat(paths, qat_run, os.path.join(workdir, name), calib)
+    _add_qat(paths, refused, qat_run, os.path.join(workdir, name), calib)
     rows = _measured_rows(paths, threads, warmup, runs)
     for label, path in paths.items():
         rows[label].update(score(isolated("predict_outputs", path=path, images=images)))
