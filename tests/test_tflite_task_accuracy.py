@@ -155,7 +155,7 @@ def test_task_accuracy_report(tmp_path):
     assert "int8 QAT mIoU within 1.0 point of float: -0.50 points: **met**" in text
     assert "int8 PTQ finds >= 95% of the Keras detections" in text
     assert "90.0% of 200: **not met**" in text
-    assert "| int8 QAT | 61.50% | 98.00% | 2.00 MB | 0.25x | 10.00 ms |" in text
+    assert "| int8 QAT | 61.50% | 98.00% | 2.00 MB | 0.25x | 10.00 ms | 12.00 ms | - |" in text
     assert "| int8 PTQ | 28.00% | 49.00% | 90.0% of 200 |" in text
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\n## LiteRT benchmarks (tflite/)\n\nkept\n")

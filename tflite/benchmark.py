@@ -193,7 +193,7 @@ def _convert_or_refuse(paths, refused, label, keras_path, out, *args, **kwargs):
     try:
         paths[label] = convert_isolated(keras_path, out, *args, **kwargs)
     except WorkerError as e:
-        refused[label] = f"conversion refused: {e}"
+        refused[label] = "conversion refused: " + " ".join(str(e).split())  # one line
 
 
 def _measured_rows(paths, threads, warmup, runs):
@@ -208,11 +208,12 @@ def _measured_rows(paths, threads, warmup, runs):
 
 
 def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
-                            eval_limit=None):
+                            eval_limit=None, num_calib=100):
     """float32 / int8 PTQ / int8 QAT `.tflite` of a trained segmentation or detection
     run (its config.json says which) on its held-out split, beside the float Keras
     model: mean IoU and pixel agreement, or COCO mAP and the share of confident Keras
-    detections matched (see `task_accuracy`); size, latency, peak memory."""
+    detections matched (see `task_accuracy`); size, latency, peak memory. int8 is
+    calibrated on the first `num_calib` training images (`convert` takes at most 100)."""
     float_path = os.path.join(float_run, "model.keras")
     config = data.run_config(float_run)
     task = config.get("task", "classification")
@@ -220,7 +221,7 @@ def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
     float_model = qat.load_keras_model(float_path)
     keras_metrics, score = task_accuracy.scorer(task, float_model, images, truth,
                                                 config["num_classes"])
-    calib = data.calibration_images(config)
+    calib = data.calibration_images(config, num_calib)
     name = float_model.name
     paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib,
                                        naive_ptq=False, ptq_name="int8_ptq")
@@ -230,7 +231,8 @@ def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
         rows[label].update(score(isolated("predict_outputs", path=path, images=images)))
     rows.update({label: {"error": reason} for label, reason in refused.items()})
     return {"task": task, "model": name, "input_shape": list(images.shape[1:]),
-            "eval_examples": len(images), "float_keras": keras_metrics,
+            "eval_examples": len(images), "calibration_images": len(calib),
+            "float_keras": keras_metrics,
             "float_run": float_run, "qat_run": qat_run,
             "targets": TASK_ACCURACY_TARGETS[task], "results": rows}
 
@@ -362,6 +364,14 @@ def task_benchmark(task, workdir, threads, warmup, runs, calib, qat_model=None, 
             "results": _time_and_size(paths, failures, thread_counts, (warmup, runs), keep_failed)}
 
 
+def _calibration_count(text):
+    count = int(text)
+    if not 1 <= count <= 100:
+        raise argparse.ArgumentTypeError(f"{count}: give 1 to 100 (convert calibrates on "
+                                         "at most 100 images)")
+    return count
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m tflite.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--float-run", help="training run folder of the float model")
@@ -397,6 +407,9 @@ def _parser():
     parser.add_argument("--det-run", help="a trained detection run folder (train.py --task "
                         "detection): float32 / int8 PTQ / int8 QAT held-out COCO mAP")
     parser.add_argument("--det-qat-run", help="the QAT run of --det-run: adds its int8 QAT row")
+    parser.add_argument("--num-calib", type=_calibration_count, default=100,
+                        help="calibration images (training split) of the --seg-run / "
+                        "--det-run int8 files (default 100, convert's maximum)")
     parser.add_argument("--render", metavar="BENCHMARK_JSON",
                         help="measure nothing: render a stored benchmark.json (with "
                         "--benchmarks-md: into that file)")
@@ -445,7 +458,8 @@ def main(argv=None):
             benchmark_report.save(report, out)
         for run, qat_run in task_runs:
             report.setdefault("task_accuracy", []).append(task_accuracy_benchmark(
-                run, qat_run, workdir, args.threads, args.warmup, args.runs, args.eval_limit))
+                run, qat_run, workdir, args.threads, args.warmup, args.runs, args.eval_limit,
+                args.num_calib))
             benchmark_report.save(report, out)
     report["complete"] = True
     benchmark_report.save(report, out)

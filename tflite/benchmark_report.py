@@ -268,20 +268,22 @@ def _task_accuracy_table(entry):
     lines = [f"## {entry['task'].capitalize()} accuracy: {entry['model']} at {shape[0]}x"
              f"{shape[1]}, {entry['eval_examples']} held-out images (trained: "
              f"{entry['float_run']})", "", headline, "",
-             columns + " size | vs float32 | p50 1 thread | p90 1 thread | peak RSS |",
-             "|---" * (columns.count("|") + 4) + "|"]
+             columns + " size | vs float32 | p50 1 thread | p90 1 thread | p50 N threads "
+             "| peak RSS |", "|---" * (columns.count("|") + 5) + "|"]
     for label, r in entry["results"].items():
         if "error" in r:
-            lines.append(f"| {label} | failed: {r['error'][:300]} |")
+            lines.append(f"| {label} | failed: {' '.join(r['error'].split())[:300]} |")
             continue
         lat = r["latency_1_thread"]
+        multi = [v for k, v in r.items() if k.startswith("latency_") and k != "latency_1_thread"]
+        multi_s = f"{multi[0]['p50_ms']:.2f} ms ({multi[0]['threads']})" if multi else "-"
         scores = ([f"{r['mean_iou']:.2%}", f"{r['pixel_agreement_with_float_keras']:.2%}"]
                   if seg else [f"{r['mAP']:.2%}", f"{r['mAP50']:.2%}",
                                f"{r['keras_detections_matched']:.1%} of "
                                f"{r['confident_keras_detections']}"])
         lines.append(f"| {label} | " + " | ".join(scores) +
                      f" | {r['size_bytes'] / 1e6:.2f} MB | {r['size_vs_float32']:.2f}x | "
-                     f"{lat['p50_ms']:.2f} ms | {lat['p90_ms']:.2f} ms | "
+                     f"{lat['p50_ms']:.2f} ms | {lat['p90_ms']:.2f} ms | {multi_s} | "
                      f"{r['peak_rss_bytes'] / 2**20:.0f} MiB |")
     return lines + [""]
 
