@@ -204,3 +204,20 @@ def test_float32_detector_tflite_scores_what_keras_scores(fixtures_path, tmp_pat
     np.testing.assert_allclose([got["mAP"], got["mAP50"]],
                                [keras_metrics["mAP"], keras_metrics["mAP50"]], atol=1e-3)
     assert got["confident_keras_detections"] >= 80 and got["keras_detections_matched"] >= 0.95
+
+
+def test_a_refused_int8_conversion_is_an_error_row(monkeypatch):
+    """The converter refusing the int8 PTQ (or QAT) graph leaves float32 to be measured."""
+    def fake_convert(keras_path, out, mode, calibration=None, **kwargs):
+        if mode == "int8":
+            raise benchmark.WorkerError("ConversionError: ops involved: tfl.strided_slice\n"
+                                        "error: same scale constraint")
+        return out
+
+    monkeypatch.setattr(benchmark, "convert_isolated", fake_convert)
+    paths, refused = benchmark._convert_variants("m.keras", "/tmp/m", None, naive_ptq=True)
+    benchmark._add_qat(paths, refused, "qat_run", "/tmp/m", None)
+    assert paths == {"float32": "/tmp/m_float32.tflite"}
+    assert set(refused) == {"int8 PTQ", "int8 PTQ (converter only)", "int8 QAT"}
+    assert refused["int8 PTQ"] == ("conversion refused: ConversionError: ops involved: "
+                                   "tfl.strided_slice error: same scale constraint")
