@@ -1,5 +1,5 @@
 """Helpers for the segmentation/detection tests: a tiny scene folder, crashing
-train.main after some steps, a stand-in SSD detector (a few convs) and its anchors."""
+train.main after some steps, stand-in SSD detector and segmenter (a few convs), anchors."""
 
 import json
 
@@ -25,6 +25,23 @@ def tiny_detector(size=32, classes=4, anchors=48, seed=1):
                                  kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
     logits = keras.layers.Reshape((anchors, classes))(logits)
     return keras.Model(inp, {"box_regressions": boxes, "class_logits": logits})
+
+
+def tiny_segmenter(size=64, classes=5, align_corners=False, seed=2, name="tiny_segmenter"):
+    """Pixels [0, 255] -> stride-16 logits (std ~1) -> bilinear resize to the input
+    (keras_mobilevit's PatchResize, torch's rule as constant matmuls), the way
+    keras_mobilevit's DeepLabV3 ends."""
+    from keras_mobilevit import layers as kmv_layers
+
+    keras.utils.set_random_seed(seed)
+    x = inp = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255)(x)
+    for _ in range(4):
+        x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    logits = keras.layers.Conv2D(classes, 1,
+                                 kernel_initializer=keras.initializers.RandomNormal(0, 3))(x)
+    out = kmv_layers.PatchResize(align_corners=align_corners)([logits, inp])
+    return keras.Model(inp, out, name=name)
 
 
 def tiny_anchors(count=48, seed=0):

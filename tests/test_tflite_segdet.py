@@ -20,7 +20,6 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras_mobilevit as kmv  # noqa: E402
 import segdet_utils  # noqa: E402
-from keras_mobilevit import layers as kmv_layers  # noqa: E402
 from tflite import (analyze, android, benchmark_report, convert, detection, qat,  # noqa: E402
                     segmentation, tasks)
 
@@ -202,17 +201,8 @@ SEG_SIZE, SEG_CLASSES = 64, 5
 
 @pytest.fixture(scope="module", params=[False, True], ids=["half_pixel", "align_corners"])
 def segmenter(request):
-    """Pixels -> stride-16 logits -> bilinear resize to the input (torch's rule, as
-    constant matmuls), the way keras_mobilevit's DeepLabV3 ends."""
-    keras.utils.set_random_seed(2)
-    x = inp = keras.Input((SEG_SIZE, SEG_SIZE, 3))
-    x = keras.layers.Rescaling(1 / 255)(x)
-    for _ in range(4):
-        x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
-    logits = keras.layers.Conv2D(SEG_CLASSES, 1, kernel_initializer=keras.initializers.RandomNormal(
-        0, 3))(x)  # (4, 4), logits of order 1
-    out = kmv_layers.PatchResize(align_corners=request.param)([logits, inp])
-    return keras.Model(inp, out)
+    """`segdet_utils.tiny_segmenter`: stride-16 logits, (4, 4) here, resized to the input."""
+    return segdet_utils.tiny_segmenter(SEG_SIZE, SEG_CLASSES, request.param)
 
 
 def _convert_segmenter(model, mode, output):

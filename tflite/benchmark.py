@@ -3,12 +3,16 @@
 Models run under LiteRT (`ai_edge_litert`, XNNPACK on); top-1 is on a held-out split;
 ONNX Runtime is the reference for float32 latency.
 
-Two parts, either or both in one run:
+Parts, any of them in one run:
 
 - accuracy (`--float-run RUN_DIR [--qat-run RUN_DIR]`): the float model a training run
   wrote (RUN_DIR/model.keras, RUN_DIR/config.json), converted to float32, PTQ int8 and
   QAT int8 `.tflite`, evaluated on the run's held-out split with its eval transform:
   top-1, agreement with the float Keras model, latency at the trained size.
+- task accuracy (`--seg-run RUN_DIR [--seg-qat-run RUN_DIR]`, `--det-run ...`): the
+  same for a trained DeepLabV3 / SSDLite run (`task_accuracy_benchmark`): held-out mean
+  IoU and pixel agreement with the Keras argmax, or COCO mAP@[.5:.95] / mAP@.5 and the
+  share of the Keras detections above 0.5 score the `.tflite` finds within a pixel.
 - latency (`--latency-models mobilevitv3_xs ...`): each variant at `--size` (256) with
   random weights (latency does not depend on weight values), float32 vs PTQ int8
   under LiteRT, and, for the v1/v2 variants timm has, ONNX Runtime running timm's
@@ -22,6 +26,8 @@ processes, so that machine load hits both alike.
     python -m tflite.benchmark --float-run runs/mobilevitv3_xxs-fashion_mnist_subset \\
         --qat-run runs/mobilevitv3_xxs-qat --latency-models mobilevitv3_xs mobilevit_xs \\
         --baseline-python /work/venv-baseline2/bin/python --benchmarks-md BENCHMARKS.md
+    python -m tflite.benchmark --seg-run runs/deeplabv3_mobilevitv3_xxs-fashion_scenes \\
+        --benchmarks-md BENCHMARKS.md
     python -m tflite.benchmark --render tflite/results/2026-12-02/benchmark.json \\
         --benchmarks-md BENCHMARKS.md   # BENCHMARKS.md's LiteRT section from a stored run
 
@@ -44,8 +50,9 @@ import numpy as np
 
 import keras_mobilevit as kmv
 from keras_mobilevit import fileio
+from training import rundir
 from tflite import (analyze, benchmark_report, bounds, compat, data, edge_quantizer, latency,
-                    qat)
+                    qat, task_accuracy)
 from tflite.workers import (TimingServer, WorkerError, convert_isolated, interleaved, isolated,
                             timed_apart)
 
@@ -76,6 +83,12 @@ TASK_MODELS = {
     "detection": {"builder": "SSDLite", "backbone": "mobilevitv3_xs", "size": 320,
                   "targets": {"int8_p50_vs_float32": 0.6}},
 }
+# `--seg-run` / `--det-run`: a trained run's held-out accuracy (issues 12, 13): int8 QAT
+# at most this many mIoU / mAP points below the float Keras model; int8 detections
+# matching this share of the confident Keras ones (same class, within a pixel).
+TASK_ACCURACY_TARGETS = {"segmentation": {"qat_gap_points": 1.0},
+                         "detection": {"qat_gap_points": 1.0, "int8_detections_matched": 0.95}}
+TASK_RUN_FLAGS = {"segmentation": "seg", "detection": "det"}  # --seg-run, --det-qat-run, ...
 # Calibration images of a random-weight task model (its ranges only set the int8 speed;
 # at 512x512 each image costs seconds of calibration).
 TASK_CALIBRATION = 16
@@ -119,18 +132,16 @@ def _file_row(label, path, float_path):
 
 def _convert_variants(keras_path, stem, calib, naive_ptq, ptq_name="int8", peer=False):
     """{label: .tflite path} of float32, int8 PTQ (`<stem>_<ptq_name>.tflite`),
-    (`naive_ptq`) the converter's own PTQ, which may be refused: {label: reason} for those,
-    and (`peer`) ai-edge-quantizer's static int8 of the float32 file (same `calib`)."""
-    paths = {"float32": convert_isolated(keras_path, f"{stem}_float32.tflite", "float32"),
-             "int8 PTQ": convert_isolated(keras_path, f"{stem}_{ptq_name}.tflite", "int8",
-                                          calib)}
+    (`naive_ptq`) the converter's own PTQ, and (`peer`) ai-edge-quantizer's static int8 of
+    the float32 file (same `calib`); and {label: reason} of the int8 conversions refused
+    (the rest are still measured)."""
+    paths = {"float32": convert_isolated(keras_path, f"{stem}_float32.tflite", "float32")}
     refused = {}
-    if naive_ptq:
-        try:
-            paths["int8 PTQ (converter only)"] = convert_isolated(
-                keras_path, f"{stem}_int8_naive.tflite", "int8", calib, ptq="converter")
-        except WorkerError as e:  # e.g. a graph LiteRT could not load (convert says so)
-            refused["int8 PTQ (converter only)"] = f"conversion refused: {e}"
+    _convert_or_refuse(paths, refused, "int8 PTQ", keras_path, f"{stem}_{ptq_name}.tflite",
+                       "int8", calib)
+    if naive_ptq:  # e.g. a graph LiteRT could not load (convert says so)
+        _convert_or_refuse(paths, refused, "int8 PTQ (converter only)", keras_path,
+                           f"{stem}_int8_naive.tflite", "int8", calib, ptq="converter")
     if peer:  # quantizes the float32 file, as an app developer would start from it
         label, out = "int8 ai-edge-quantizer", f"{stem}_int8_aeq.tflite"
         try:
@@ -155,29 +166,75 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
     name = float_model.name
     paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib, naive_ptq,
                                        ptq_name="int8_ptq", peer=peer)
-    if qat_run:
-        paths["int8 QAT"] = convert_isolated(os.path.join(qat_run, "model.keras"),
-                                             os.path.join(workdir, f"{name}_int8_qat.tflite"),
-                                             "int8", calib)
-    lat = isolated("latency", paths=paths, threads=1, warmup=warmup, runs=runs)
-    lat_n = (isolated("latency", paths=paths, threads=threads, warmup=warmup, runs=runs)
-             if threads > 1 else {})
-    rows = {}
+    _add_qat(paths, refused, qat_run, os.path.join(workdir, name), calib)
+    rows = _measured_rows(paths, threads, warmup, runs)
     for label, path in paths.items():
         pred = np.argmax(isolated("predict_tflite", path=path, images=images), axis=-1)
-        rows[label] = {
-            **_file_row(label, path, paths["float32"]),
-            "top1": float(np.mean(pred == labels)),
-            "agreement_with_float_keras": float(np.mean(pred == reference)),
-            "latency_1_thread": lat[label],
-            **({f"latency_{threads}_threads": lat_n[label]} if lat_n else {}),
-            **latency.peak_memory(path),
-        }
+        rows[label].update(top1=float(np.mean(pred == labels)),
+                           agreement_with_float_keras=float(np.mean(pred == reference)))
     rows.update({label: {"error": reason} for label, reason in refused.items()})
     return {"model": name, "input_shape": list(float_model.inputs[0].shape[1:]),
             "eval_examples": int(len(labels)),
             "float_keras_top1": float(np.mean(reference == labels)),
             "float_run": float_run, "qat_run": qat_run, "results": rows}
+
+
+def _add_qat(paths, refused, qat_run, stem, calib):
+    """Adds "int8 QAT" to `paths` (or why not to `refused`): the QAT run's model.keras as
+    int8 (no run: nothing)."""
+    if qat_run:
+        _convert_or_refuse(paths, refused, "int8 QAT", os.path.join(qat_run, "model.keras"),
+                           f"{stem}_int8_qat.tflite", "int8", calib)
+
+
+def _convert_or_refuse(paths, refused, label, keras_path, out, *args, **kwargs):
+    """`convert_isolated` into `paths[label]`, or the reason `convert` refused it into
+    `refused[label]` (e.g. a quantizer error on one graph)."""
+    try:
+        paths[label] = convert_isolated(keras_path, out, *args, **kwargs)
+    except WorkerError as e:
+        refused[label] = "conversion refused: " + " ".join(str(e).split())  # one line
+
+
+def _measured_rows(paths, threads, warmup, runs):
+    """{label: file size, float ops, latency at 1 and `threads` threads, peak memory}."""
+    lat = isolated("latency", paths=paths, threads=1, warmup=warmup, runs=runs)
+    lat_n = (isolated("latency", paths=paths, threads=threads, warmup=warmup, runs=runs)
+             if threads > 1 else {})
+    return {label: {**_file_row(label, path, paths["float32"]),
+                    "latency_1_thread": lat[label],
+                    **({f"latency_{threads}_threads": lat_n[label]} if lat_n else {}),
+                    **latency.peak_memory(path)} for label, path in paths.items()}
+
+
+def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
+                            eval_limit=None, num_calib=100):
+    """float32 / int8 PTQ / int8 QAT `.tflite` of a trained segmentation or detection
+    run (its config.json says which) on its held-out split, beside the float Keras
+    model: mean IoU and pixel agreement, or COCO mAP and the share of confident Keras
+    detections matched (see `task_accuracy`); size, latency, peak memory. int8 is
+    calibrated on the first `num_calib` training images (`convert` takes at most 100)."""
+    float_path = os.path.join(float_run, "model.keras")
+    config = data.run_config(float_run)
+    task = config.get("task", "classification")
+    images, truth = data.task_examples(config, eval_limit)  # refuses a classification run
+    float_model = qat.load_keras_model(float_path)
+    keras_metrics, score = task_accuracy.scorer(task, float_model, images, truth,
+                                                config["num_classes"])
+    calib = data.calibration_images(config, num_calib)
+    name = float_model.name
+    paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib,
+                                       naive_ptq=False, ptq_name="int8_ptq")
+    _add_qat(paths, refused, qat_run, os.path.join(workdir, name), calib)
+    rows = _measured_rows(paths, threads, warmup, runs)
+    for label, path in paths.items():
+        rows[label].update(score(isolated("predict_outputs", path=path, images=images)))
+    rows.update({label: {"error": reason} for label, reason in refused.items()})
+    return {"task": task, "model": name, "input_shape": list(images.shape[1:]),
+            "eval_examples": len(images), "calibration_images": len(calib),
+            "float_keras": keras_metrics,
+            "float_run": float_run, "qat_run": qat_run,
+            "targets": TASK_ACCURACY_TARGETS[task], "results": rows}
 
 
 def onnx_comparison(python, timm_name, litert_paths, size, warmup, runs,
@@ -307,6 +364,14 @@ def task_benchmark(task, workdir, threads, warmup, runs, calib, qat_model=None, 
             "results": _time_and_size(paths, failures, thread_counts, (warmup, runs), keep_failed)}
 
 
+def _calibration_count(text):
+    count = int(text)
+    if not 1 <= count <= 100:
+        raise argparse.ArgumentTypeError(f"{count}: give 1 to 100 (convert calibrates on "
+                                         "at most 100 images)")
+    return count
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m tflite.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--float-run", help="training run folder of the float model")
@@ -336,6 +401,15 @@ def _parser():
     parser.add_argument("--seg-qat-model", help="a QAT DeepLabV3 .keras (same architecture "
                         "and size): adds its int8 QAT row")
     parser.add_argument("--det-qat-model", help="a QAT SSDLite .keras: adds its int8 QAT row")
+    parser.add_argument("--seg-run", help="a trained segmentation run folder (train.py "
+                        "--task segmentation): float32 / int8 PTQ / int8 QAT held-out mIoU")
+    parser.add_argument("--seg-qat-run", help="the QAT run of --seg-run: adds its int8 QAT row")
+    parser.add_argument("--det-run", help="a trained detection run folder (train.py --task "
+                        "detection): float32 / int8 PTQ / int8 QAT held-out COCO mAP")
+    parser.add_argument("--det-qat-run", help="the QAT run of --det-run: adds its int8 QAT row")
+    parser.add_argument("--num-calib", type=_calibration_count, default=100,
+                        help="calibration images (training split) of the --seg-run / "
+                        "--det-run int8 files (default 100, convert's maximum)")
     parser.add_argument("--render", metavar="BENCHMARK_JSON",
                         help="measure nothing: render a stored benchmark.json (with "
                         "--benchmarks-md: into that file)")
@@ -357,6 +431,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.render:
         return _render(args)
+    task_runs = _task_runs(parser, args)
     out = args.out or os.path.join("tflite", "results", datetime.date.today().isoformat())
     command = " ".join(argv if argv is not None else sys.argv[1:])
     report = {"machine": machine_info(), "command": "python -m tflite.benchmark " + command,
@@ -381,6 +456,11 @@ def main(argv=None):
         for task in args.tasks:
             report.setdefault("tasks", []).append(_task_part(task, args, workdir, out))
             benchmark_report.save(report, out)
+        for run, qat_run in task_runs:
+            report.setdefault("task_accuracy", []).append(task_accuracy_benchmark(
+                run, qat_run, workdir, args.threads, args.warmup, args.runs, args.eval_limit,
+                args.num_calib))
+            benchmark_report.save(report, out)
     report["complete"] = True
     benchmark_report.save(report, out)
     if "accuracy" in report:
@@ -390,6 +470,38 @@ def main(argv=None):
                                         os.path.join(out, "benchmark.json"))
     print(benchmark_report.markdown(report))
     return 0
+
+
+def _run_task(parser, flag, run):
+    """The "task" of the run folder given to `flag` (an argument error if it has none)."""
+    path = os.path.join(run, rundir.CONFIG)
+    if not os.path.isfile(path) or not os.path.isfile(os.path.join(run, "model.keras")):
+        parser.error(f"{flag} {run}: not a training run folder (it needs {rundir.CONFIG} "
+                     "and model.keras, as train.py writes them)")
+    return data.run_config(run).get("task", "classification")
+
+
+def _task_runs(parser, args):
+    """[(float run, QAT run or None)] of --seg-run / --det-run, each checked to be a run
+    of its task (a segmentation or detection run given to --float-run is refused)."""
+    if args.float_run:
+        task = _run_task(parser, "--float-run", args.float_run)
+        if task in TASK_RUN_FLAGS:
+            parser.error(f"--float-run {args.float_run} is a {task} run: pass it as "
+                         f"--{TASK_RUN_FLAGS[task]}-run (--float-run takes classification runs)")
+    runs = []
+    for task, short in TASK_RUN_FLAGS.items():
+        run, qat_run = getattr(args, f"{short}_run"), getattr(args, f"{short}_qat_run")
+        if qat_run and not run:
+            parser.error(f"--{short}-qat-run needs --{short}-run (the float model it is "
+                         "measured against)")
+        for flag, folder in ((f"--{short}-run", run), (f"--{short}-qat-run", qat_run)):
+            found = folder and _run_task(parser, flag, folder)
+            if found and found != task:
+                parser.error(f"{flag} {folder} is a {found} run, not a {task} run")
+        if run:
+            runs.append((run, qat_run))
+    return runs
 
 
 def _task_part(task, args, workdir, out):

@@ -69,7 +69,36 @@ def task_targets(report):
         parts.append(f"int8 p50 <= {limit}x float32 (1 thread): {speed:.2f}x: "
                      f"{_verdict(speed <= limit)}")
         lines.append(f"- {where}: " + "; ".join(parts))
+    for entry in report.get("task_accuracy", []):
+        lines += _task_accuracy_targets(entry)
     return ["## Targets", ""] + lines + [""] if lines else []
+
+
+# The headline metric of each task's accuracy rows, and its name in the tables.
+TASK_METRICS = {"segmentation": ("mean_iou", "mIoU"), "detection": ("mAP", "mAP@[.5:.95]")}
+
+
+def _task_accuracy_targets(entry):
+    """A trained segmentation / detection run: int8 QAT against float, int8 detections
+    against the Keras ones."""
+    r, goal = entry["results"], entry["targets"]
+    key, name = TASK_METRICS[entry["task"]]
+    lines = []
+    if "int8 QAT" in r and "error" not in r["int8 QAT"]:
+        gap = 100 * (r["int8 QAT"][key] - entry["float_keras"][key])
+        limit = goal["qat_gap_points"]
+        lines.append(f"- {entry['task']}, {entry['model']}: int8 QAT {name} within {limit:.1f} "
+                     f"point of float: {gap:+.2f} points: {_verdict(gap >= -limit)}")
+    if "int8_detections_matched" in goal:
+        limit = goal["int8_detections_matched"]
+        for label, row in r.items():
+            if label.startswith("int8") and "error" not in row:
+                share = row["keras_detections_matched"]
+                lines.append(f"- {entry['task']}, {entry['model']}: {label} finds >= "
+                             f"{limit:.0%} of the Keras detections above 0.5 score (same "
+                             f"class, within a pixel): {share:.1%} of "
+                             f"{row['confident_keras_detections']}: {_verdict(share >= limit)}")
+    return lines
 
 
 def _latency_targets(entry, goal):
@@ -225,6 +254,40 @@ def _task_table(entry):
     return lines + [""]
 
 
+def _task_accuracy_table(entry):
+    seg = entry["task"] == "segmentation"
+    shape, keras_metrics = entry["input_shape"], entry["float_keras"]
+    if seg:
+        columns = "| model | mIoU | pixel agreement with float |"
+        headline = f"Float Keras mIoU: {keras_metrics['mean_iou']:.2%}."
+    else:
+        columns = "| model | mAP@[.5:.95] | mAP@.5 | Keras detections found |"
+        headline = (f"Float Keras COCO mAP@[.5:.95]: {keras_metrics['mAP']:.2%}, mAP@.5: "
+                    f"{keras_metrics['mAP50']:.2%}. Keras detections found: those above "
+                    "0.5 score with a detection of the same class within a pixel.")
+    lines = [f"## {entry['task'].capitalize()} accuracy: {entry['model']} at {shape[0]}x"
+             f"{shape[1]}, {entry['eval_examples']} held-out images (trained: "
+             f"{entry['float_run']})", "", headline, "",
+             columns + " size | vs float32 | p50 1 thread | p90 1 thread | p50 N threads "
+             "| peak RSS |", "|---" * (columns.count("|") + 5) + "|"]
+    for label, r in entry["results"].items():
+        if "error" in r:
+            lines.append(f"| {label} | failed: {' '.join(r['error'].split())[:300]} |")
+            continue
+        lat = r["latency_1_thread"]
+        multi = [v for k, v in r.items() if k.startswith("latency_") and k != "latency_1_thread"]
+        multi_s = f"{multi[0]['p50_ms']:.2f} ms ({multi[0]['threads']})" if multi else "-"
+        scores = ([f"{r['mean_iou']:.2%}", f"{r['pixel_agreement_with_float_keras']:.2%}"]
+                  if seg else [f"{r['mAP']:.2%}", f"{r['mAP50']:.2%}",
+                               f"{r['keras_detections_matched']:.1%} of "
+                               f"{r['confident_keras_detections']}"])
+        lines.append(f"| {label} | " + " | ".join(scores) +
+                     f" | {r['size_bytes'] / 1e6:.2f} MB | {r['size_vs_float32']:.2f}x | "
+                     f"{lat['p50_ms']:.2f} ms | {lat['p90_ms']:.2f} ms | {multi_s} | "
+                     f"{r['peak_rss_bytes'] / 2**20:.0f} MiB |")
+    return lines + [""]
+
+
 def markdown(report, level=1, title=None):
     """The report as Markdown, its title a heading of `level` (the rest one below);
     `title` replaces the header's title line."""
@@ -235,6 +298,8 @@ def markdown(report, level=1, title=None):
         lines += _accuracy_table(report["accuracy"])
     for entry in report.get("latency", []):
         lines += _latency_table(entry)
+    for entry in report.get("task_accuracy", []):
+        lines += _task_accuracy_table(entry)
     for entry in report.get("tasks", []):
         lines += _task_table(entry)
     shift = "#" * (level - 1)
@@ -280,10 +345,12 @@ def update_section(benchmarks_md, report, source):
     """Replace the generated LiteRT section of `benchmarks_md` (between the marker lines,
     or, the first time, the "## LiteRT benchmarks" section up to its next "###" notes or
     "##" heading) with `report` rendered one level down; `source` names the JSON.
-    A report's `--tasks` part goes to its own section (appended the first time)."""
+    A report's `--tasks`, `--seg-run` and `--det-run` parts go to a section of their own
+    (appended the first time)."""
     with open(benchmarks_md, encoding="utf-8") as f:
         lines = f.read().split("\n")
-    classification = {k: v for k, v in report.items() if k != "tasks"}
+    task_parts = ("tasks", "task_accuracy")
+    classification = {k: v for k, v in report.items() if k not in task_parts}
     if report.get("accuracy") or report.get("latency"):
         start = _marker(lines, BEGIN)
         if start is not None:
@@ -294,7 +361,7 @@ def update_section(benchmarks_md, report, source):
                        if lines[i].startswith("## ") or lines[i].startswith("### Notes"))
         body = [BEGIN.format(source=source), "", markdown(classification, level=2), END, ""]
         lines = lines[:start] + body + lines[end:]
-    if report.get("tasks"):
+    if any(report.get(part) for part in task_parts):
         tasks = {k: v for k, v in report.items() if k not in ("accuracy", "latency")}
         start = _marker(lines, TASKS_BEGIN)
         end = len(lines) if start is None else lines.index(TASKS_END, start) + 1

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import data, pipeline, rundir
-from training.segdet import joint_augment, sources
+from training.segdet import detection, joint_augment, segmentation, sources
 
 SCENE_TASKS = ("segmentation", "detection")
 
@@ -83,3 +83,42 @@ def _scene_images(config, split, limit):
 def calibration_images(config, num_samples=200):
     """Training-split images through the eval transform: the representative dataset."""
     return images(config, "train", num_samples)[0]
+
+
+def task_examples(config, limit=None):
+    """(images [N, S, S, 3] float32, truth) of a segmentation or detection run's
+    held-out split through its eval pipeline (training/segdet: image and masks or boxes
+    resized to the input size together, as train.py evaluates), the first `limit`.
+
+    truth: masks int32 [N, S, S] (255 = ignore), or per image (boxes [n, 4] pixel
+    x0, y0, x1, y1, labels [n] in 1..K), what `detection.coco_metrics` takes.
+    """
+    task = config.get("task", "classification")
+    if task not in SCENE_TASKS:
+        raise ValueError(f"a {task} run has no masks or boxes: task accuracy needs a "
+                         f"run of one of {SCENE_TASKS} (its config.json 'task')")
+    folder = config.get("image_folder")
+    source = sources.open_scene_source(
+        task, None if folder else config["dataset"], folder, data_dir=config.get("data_dir"),
+        train_split=config.get("train_split"), eval_split=config.get("eval_split"))
+    count = source.num_examples(source.eval_split)
+    count = min(count, limit) if limit else count
+    # No cache: stopping early in a cached pipeline crashed TensorFlow (see `images`).
+    if task == "segmentation":
+        settings = dataclasses.replace(segmentation.SegmentationSettings(**config["pipeline"]),
+                                       cache="no", aux_output=False)
+        ds = segmentation.eval_dataset(source, settings)
+    else:
+        settings = dataclasses.replace(detection.DetectionSettings(**config["pipeline"]),
+                                       cache="no")
+        ds = detection.eval_dataset(source, settings, with_truth=True)
+    images, truth = [], []
+    for batch in ds.take(-(-count // settings.batch_size)).as_numpy_iterator():
+        images.append(batch[0])
+        if task == "segmentation":
+            truth.append(batch[1])
+        else:  # padding boxes have label 0
+            truth += [(detection.yxyx_to_pixel_xyxy(boxes[labels > 0], settings.image_size),
+                       labels[labels > 0]) for boxes, labels in zip(*batch[1:])]
+    truth = np.concatenate(truth)[:count] if task == "segmentation" else truth[:count]
+    return np.concatenate(images)[:count], truth

@@ -1,0 +1,223 @@
+"""tflite/task_accuracy.py and `python -m tflite.benchmark --seg-run / --det-run`: the
+held-out accuracy of a segmentation or detection run's `.tflite` files, measured with
+the training code's metrics on its eval pipeline's images, masks and boxes."""
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
+
+import keras_mobilevit as kmv  # noqa: E402
+import segdet_utils  # noqa: E402
+from tflite import (benchmark, benchmark_report, convert, data, latency,  # noqa: E402
+                    task_accuracy)
+from training.datasets.fashion_scenes import make_scenes  # noqa: E402
+from training.segdet import detection, segmentation  # noqa: E402
+
+SIZE = 32
+CLASSES = 1 + len(make_scenes.CLASS_NAMES)
+
+
+def _scenes(root, train=6, test=5):
+    """root/train and root/test (images, masks, annotations.json) and labels.txt."""
+    make_scenes.export(root / "train", "train", train, size=48)
+    make_scenes.export(root / "test", "test", test, size=48)
+    (root / "labels.txt").write_text("\n".join(["background"] + make_scenes.CLASS_NAMES))
+    return root
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory):
+    """A run folder as train.py --task segmentation writes it (config.json, model.keras)
+    around a stand-in segmenter, on a scene folder with a test split."""
+    root = tmp_path_factory.mktemp("seg_run")
+    settings = segmentation.SegmentationSettings(image_size=SIZE, batch_size=2)
+    config = {"task": "segmentation", "dataset": "scenes", "num_classes": CLASSES,
+              "image_folder": str(_scenes(root / "scenes")), "train_split": "train",
+              "eval_split": "test", "pipeline": dataclasses.asdict(settings)}
+    (root / "config.json").write_text(json.dumps(config))
+    segdet_utils.tiny_segmenter(SIZE, CLASSES).save(root / "model.keras")
+    return root
+
+
+def test_held_out_masks_are_the_eval_pipelines(seg_run):
+    config = data.run_config(seg_run)
+    images, masks = data.task_examples(config)
+    assert images.shape == (5, SIZE, SIZE, 3) and masks.shape == (5, SIZE, SIZE)
+    for k in range(5):  # the test scenes, in order, resized as train.py evaluates them
+        image, mask, _, _ = make_scenes.scene("test", k, 48)
+        np.testing.assert_array_equal(
+            masks[k], tf.image.resize(mask[..., None], [SIZE, SIZE], "nearest")[..., 0])
+        np.testing.assert_allclose(images[k], tf.image.resize(image, [SIZE, SIZE]), atol=1e-3)
+    assert len(data.task_examples(config, limit=3)[0]) == 3
+
+
+def test_float32_tflite_scores_what_keras_scores(seg_run, tmp_path):
+    """The float32 class map (argmax inside the graph) gives the Keras model's mIoU: the
+    masks, the map and the metric line up."""
+    config = data.run_config(seg_run)
+    images, masks = data.task_examples(config)
+    model = keras.saving.load_model(seg_run / "model.keras")
+    keras_metrics, score = task_accuracy.scorer("segmentation", model, images, masks, CLASSES)
+    path = tmp_path / "seg_float32.tflite"
+    path.write_bytes(convert.convert(model, "float32"))
+    got = score(latency.predict_outputs(str(path), images))
+    assert len(np.unique(task_accuracy.class_maps(model, images))) > 3  # not a blank map
+    assert got["pixel_agreement_with_float_keras"] > 0.999
+    np.testing.assert_allclose(got["mean_iou"], keras_metrics["mean_iou"], atol=1e-4)
+    # the metric itself: training's MeanIoU, which a blank or a perfect map settles
+    assert task_accuracy.mean_iou(masks, masks, CLASSES) == 1.0
+    expected = segmentation.mean_iou(CLASSES)
+    expected.update_state(masks, model.predict(images, verbose=0))
+    np.testing.assert_allclose(keras_metrics["mean_iou"], float(expected.result()), rtol=1e-6)
+
+
+def test_tflite_detections_are_predict_boxes_rows():
+    """The op's outputs (normalized ymin, xmin, ymax, xmax; label - 1; count) become
+    pixel xyxy boxes with labels 1..K, what the Keras post-processing gives."""
+    boxes = np.zeros((2, 3, 4), np.float32)
+    boxes[0, :2] = [[0.1, 0.2, 0.5, 0.6], [0.0, 0.5, 0.25, 1.0]]
+    outputs = [boxes, np.array([[0, 2, 0], [1, 1, 1]], np.float32),
+               np.array([[0.9, 0.6, 0.0], [0.0] * 3], np.float32), np.array([2.0, 0.0])]
+    (b0, l0, s0), (b1, l1, s1) = task_accuracy.tflite_detections(outputs, 40)
+    np.testing.assert_allclose(b0, [[8, 4, 24, 20], [20, 0, 40, 10]], atol=1e-5)
+    np.testing.assert_array_equal(l0, [1, 3])
+    np.testing.assert_allclose(s0, [0.9, 0.6])
+    assert b1.shape == (0, 4) and len(l1) == len(s1) == 0
+    truth = [(b0, l0), (b1, l1)]
+    assert detection.coco_metrics(truth, [(b0, l0, s0), (b1, l1, s1)],
+                                  [(40, 40)] * 2) == pytest.approx({"mAP": 1.0, "mAP50": 1.0})
+
+
+def test_matched_detections_same_class_within_a_pixel():
+    want = [(np.array([[10, 10, 20, 20], [0, 0, 5, 5], [30, 30, 40, 40.]]),
+             np.array([1, 2, 3]), np.array([0.9, 0.8, 0.4]))]  # the last is not confident
+    got = [(np.array([[10.9, 9.5, 20, 20], [0, 0, 5, 5.]]), np.array([1, 3]),
+            np.array([0.5, 0.5]))]
+    assert task_accuracy.matched_detections(want, got) == (1, 2)  # class 2 is missing
+    got[0][0][0, 0] = 11.0  # a pixel off: not within a pixel
+    assert task_accuracy.matched_detections(want, got) == (0, 2)
+    assert task_accuracy.matched_detections(want, got, min_score=0.3) == (0, 3)
+
+
+def _fake_run(root, task):
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"task": task}))
+    (root / "model.keras").write_bytes(b"")
+    return str(root)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--float-run", "seg"], "is a segmentation run: pass it as --seg-run"),
+    (["--seg-qat-run", "seg"], "--seg-qat-run needs --seg-run"),
+    (["--seg-run", "det"], "--seg-run .*det is a detection run, not a segmentation run"),
+    (["--det-run", "det", "--det-qat-run", "cls"], "is a classification run, not a detection"),
+    (["--det-run", "missing"], "not a training run folder"),
+])
+def test_task_run_flags_are_checked_before_any_work(tmp_path, capsys, args, message):
+    runs = {name: _fake_run(tmp_path / name, task) for name, task in
+            (("seg", "segmentation"), ("det", "detection"), ("cls", "classification"))}
+    argv = [runs.get(a, str(tmp_path / a)) if i % 2 else a for i, a in enumerate(args)]
+    with pytest.raises(SystemExit):
+        benchmark.main(argv + ["--out", str(tmp_path / "out")])
+    assert message.split(".*")[-1] in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def _row(**scores):
+    return {**scores, "size_bytes": 2e6, "size_vs_float32": 0.25, "peak_rss_bytes": 2**25,
+            "latency_1_thread": {"p50_ms": 10.0, "p90_ms": 12.0}}
+
+
+def test_task_accuracy_report(tmp_path):
+    seg = {"task": "segmentation", "model": "deeplabv3_x", "input_shape": [96, 96, 3],
+           "eval_examples": 500, "float_keras": {"mean_iou": 0.62}, "float_run": "runs/s",
+           "qat_run": "runs/q", "targets": benchmark.TASK_ACCURACY_TARGETS["segmentation"],
+           "results": {"float32": _row(mean_iou=0.62, pixel_agreement_with_float_keras=1.0),
+                       "int8 QAT": _row(mean_iou=0.615, pixel_agreement_with_float_keras=0.98)}}
+    det = {"task": "detection", "model": "ssdlite_x", "input_shape": [160, 160, 3],
+           "eval_examples": 500, "float_keras": {"mAP": 0.3, "mAP50": 0.5},
+           "float_run": "runs/d", "qat_run": None,
+           "targets": benchmark.TASK_ACCURACY_TARGETS["detection"],
+           "results": {"int8 PTQ": _row(mAP=0.28, mAP50=0.49, keras_detections_matched=0.9,
+                                        confident_keras_detections=200)}}
+    report = {"machine": {"cpu": "cpu", "cores": 2, "load_average_1m_at_start": 1.0,
+                          "platform": "linux", "interpreter": "litert", "converter": "tf",
+                          "date": "today"},
+              "command": "python -m tflite.benchmark --seg-run runs/s", "complete": True,
+              "task_accuracy": [seg, det]}
+    text = benchmark_report.markdown(report)
+    assert "int8 QAT mIoU within 1.0 point of float: -0.50 points: **met**" in text
+    assert "int8 PTQ finds >= 95% of the Keras detections" in text
+    assert "90.0% of 200: **not met**" in text
+    assert "| int8 QAT | 61.50% | 98.00% | 2.00 MB | 0.25x | 10.00 ms | 12.00 ms | - |" in text
+    assert "| int8 PTQ | 28.00% | 49.00% | 90.0% of 200 |" in text
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n## LiteRT benchmarks (tflite/)\n\nkept\n")
+    benchmark_report.update_section(str(md), report, "out/benchmark.json")
+    text = md.read_text()
+    assert "kept" in text and "## LiteRT benchmarks: segmentation and detection" in text
+    assert "Float Keras mIoU: 62.00%" in text
+
+
+@pytest.mark.slow  # converts twice and runs LiteRT in worker processes: ~1 min on 2 cores
+def test_seg_run_benchmark_end_to_end(seg_run, tmp_path):
+    out = tmp_path / "out"
+    assert benchmark.main(["--seg-run", str(seg_run), "--out", str(out), "--threads", "1",
+                           "--warmup", "1", "--runs", "2"]) == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    entry, = report["task_accuracy"]
+    rows = entry["results"]
+    assert entry["task"] == "segmentation" and entry["eval_examples"] == 5
+    assert set(rows) == {"float32", "int8 PTQ"}
+    np.testing.assert_allclose(rows["float32"]["mean_iou"], entry["float_keras"]["mean_iou"],
+                               atol=1e-4)
+    assert rows["int8 PTQ"]["size_vs_float32"] < 0.5
+    assert 0 <= rows["int8 PTQ"]["mean_iou"] <= 1
+    assert "Segmentation accuracy: tiny_segmenter at 32x32" in (
+        out / "BENCHMARKS-tflite.md").read_text()
+
+
+@pytest.mark.slow  # builds and converts a real SSDLite: ~30 s on 2 cores
+def test_float32_detector_tflite_scores_what_keras_scores(fixtures_path, tmp_path):
+    """SSDLite on the segdet fixture weights (randomized, but with confident detections):
+    the float32 file's TFLite_Detection_PostProcess rows, turned into pixel boxes and
+    labels, find every confident Keras detection and score the Keras mAP. The truth is
+    the Keras model's 20 best detections per image, so the mAP is far from 0."""
+    size = 192
+    model = kmv.SSDLite("mobilevitv2_050", input_shape=(size, size, 3),
+                        weights=str(fixtures_path / "segdet" / "ssdlite_mobilevit_v2_050.pt"))
+    images = np.stack([tf.image.resize(make_scenes.scene("test", k, 96)[0], [size, size])
+                       for k in range(4)])
+    truth = [(boxes[:20], labels[:20]) for boxes, labels, _ in
+             detection.predict_boxes(model, images)]  # ordered by score
+    keras_metrics, score = task_accuracy.scorer("detection", model, images, truth, 81)
+    path = tmp_path / "det_float32.tflite"
+    path.write_bytes(convert.convert(model, "float32"))
+    got = score(latency.predict_outputs(str(path), images))
+    assert keras_metrics["mAP"] > 0.9
+    np.testing.assert_allclose([got["mAP"], got["mAP50"]],
+                               [keras_metrics["mAP"], keras_metrics["mAP50"]], atol=1e-3)
+    assert got["confident_keras_detections"] >= 80 and got["keras_detections_matched"] >= 0.95
+
+
+def test_a_refused_int8_conversion_is_an_error_row(monkeypatch):
+    """The converter refusing the int8 PTQ (or QAT) graph leaves float32 to be measured."""
+    def fake_convert(keras_path, out, mode, calibration=None, **kwargs):
+        if mode == "int8":
+            raise benchmark.WorkerError("ConversionError: ops involved: tfl.strided_slice\n"
+                                        "error: same scale constraint")
+        return out
+
+    monkeypatch.setattr(benchmark, "convert_isolated", fake_convert)
+    paths, refused = benchmark._convert_variants("m.keras", "/tmp/m", None, naive_ptq=True)
+    benchmark._add_qat(paths, refused, "qat_run", "/tmp/m", None)
+    assert paths == {"float32": "/tmp/m_float32.tflite"}
+    assert set(refused) == {"int8 PTQ", "int8 PTQ (converter only)", "int8 QAT"}
+    assert refused["int8 PTQ"] == ("conversion refused: ConversionError: ops involved: "
+                                   "tfl.strided_slice error: same scale constraint")

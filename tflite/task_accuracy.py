@@ -1,0 +1,102 @@
+"""Held-out accuracy of a segmentation or detection model, Keras or `.tflite`, with the
+training code's own metrics, and how far a `.tflite` agrees with the Keras model.
+
+Segmentation: mean IoU of class maps (Keras' MeanIoU as training compiles it, pixels
+labelled 255 ignored) and the share of pixels whose class equals the Keras argmax.
+Detection: COCO mAP@[.5:.95] and mAP@.5 (pycocotools, `training/segdet/detection.py`)
+of the Keras post-processing or of LiteRT's TFLite_Detection_PostProcess outputs
+(boxes ymin, xmin, ymax, xmax normalized; classes = label - 1; count), and the share of
+the Keras model's detections above a 0.5 score that the `.tflite` finds: same class,
+every box coordinate within a pixel.
+
+Example:
+    >>> images, truth = data.task_examples(config)              # held-out split
+    >>> keras_metrics, score = scorer("segmentation", model, images, truth, 11)
+    >>> score(workers.isolated("predict_outputs", path="m_int8.tflite", images=images))
+    {'mean_iou': 0.61, 'pixel_agreement_with_float_keras': 0.99}
+"""
+
+import keras
+import numpy as np
+
+from training.segdet import detection, segmentation
+
+MIN_SCORE = 0.5  # Keras detections above this score are the ones matched
+TOLERANCE_PX = 1.0  # every box coordinate closer than this, in input pixels
+
+
+def class_maps(model, images, chunk=32):
+    """[N, H, W] argmax class maps of a Keras segmenter's logits (`chunk` images a call)."""
+    maps = [np.argmax(model.predict(images[i:i + chunk], verbose=0), axis=-1)
+            for i in range(0, len(images), chunk)]
+    return np.concatenate(maps).astype(np.int32)
+
+
+def mean_iou(maps, masks, num_classes, chunk=32):
+    """Training's mean IoU (`segmentation.mean_iou`) of class maps [N, H, W] against
+    masks [N, H, W] (255 = ignore)."""
+    metric = segmentation.mean_iou(num_classes)
+    for i in range(0, len(masks), chunk):
+        # the metric takes logits (it argmaxes them): a one-hot map has the same argmax
+        metric.update_state(masks[i:i + chunk],
+                            keras.ops.one_hot(np.asarray(maps[i:i + chunk], np.int32),
+                                              num_classes))
+    return float(metric.result())
+
+
+def tflite_detections(outputs, size):
+    """Per image (boxes pixel x0, y0, x1, y1, labels 1..K, scores) of the four outputs
+    of a TFLite_Detection_PostProcess graph over N images (`latency.predict_outputs`:
+    boxes [N, D, 4] normalized ymin, xmin, ymax, xmax; classes [N, D] = label - 1;
+    scores [N, D]; count [N]) on size x size inputs: what `predict_boxes` gives."""
+    boxes, classes, scores, counts = outputs
+    found = []
+    for b, c, s, n in zip(boxes, classes, scores, np.asarray(counts).reshape(-1).astype(int)):
+        found.append((detection.yxyx_to_pixel_xyxy(b[:n], size),
+                      np.asarray(c[:n]).astype(np.int64) + 1, np.asarray(s[:n])))
+    return found
+
+
+def matched_detections(reference, found, min_score=MIN_SCORE, tolerance=TOLERANCE_PX):
+    """(how many of `reference`'s detections above `min_score` `found` has, of the same
+    label with every box coordinate closer than `tolerance` pixels; how many there are).
+    Both: per image (boxes pixel xyxy, labels, scores)."""
+    matched = total = 0
+    for (boxes, labels, scores), (got_boxes, got_labels, _) in zip(reference, found):
+        confident = np.asarray(scores) > min_score
+        for box, label in zip(np.asarray(boxes)[confident], np.asarray(labels)[confident]):
+            same = got_boxes[got_labels == label]
+            total += 1
+            matched += bool(len(same)) and bool(np.abs(same - box).max(axis=1).min() < tolerance)
+    return matched, total
+
+
+def scorer(task, model, images, truth, num_classes):
+    """(the float Keras `model`'s metrics on `images`, a function from a `.tflite`'s
+    outputs on the same images (`latency.predict_outputs`) to its metrics and its
+    agreement with the Keras model).
+
+    truth: `data.task_examples`'s (masks, or per-image boxes and labels)."""
+    if task == "segmentation":
+        reference = class_maps(model, images)
+
+        def score(outputs):
+            maps = outputs[0]
+            return {"mean_iou": mean_iou(maps, truth, num_classes),
+                    "pixel_agreement_with_float_keras": float(np.mean(maps == reference))}
+
+        return {"mean_iou": mean_iou(reference, truth, num_classes)}, score
+    if task != "detection":
+        raise ValueError(f"task must be 'segmentation' or 'detection', got {task!r}")
+    size = images.shape[1]
+    sizes = [images.shape[1:3]] * len(images)
+    reference = detection.predict_boxes(model, images)
+
+    def score(outputs):
+        found = tflite_detections(outputs, size)
+        matched, total = matched_detections(reference, found)
+        return {**detection.coco_metrics(truth, found, sizes),
+                "keras_detections_matched": matched / total if total else float("nan"),
+                "confident_keras_detections": total}
+
+    return detection.coco_metrics(truth, reference, sizes), score
