@@ -154,8 +154,10 @@ class SSDPostprocess(keras.layers.Layer):
         keep = greedy_nms(candidates, scores > cfg.score_threshold, cfg.nms_iou_threshold)
         if cfg.max_per_class is not None:
             keep = keep & (ops.cumsum(ops.cast(keep, "int32"), axis=-1) <= cfg.max_per_class)
-        keep = ops.reshape(keep, (batch, -1))  # [B, (C-1) * K], class-major
-        flat_scores = ops.reshape(scores, (batch, -1))
+        # [B, (C-1) * K], class-major; the row length static even where B is not
+        # (predict() traces with an unknown batch size)
+        keep = ops.reshape(keep, (-1, (num_classes - 1) * k))
+        flat_scores = ops.reshape(scores, (-1, (num_classes - 1) * k))
         if cfg.order == "score":
             key = ops.where(keep, flat_scores, -1.0)
         else:  # earlier (class, rank) first

@@ -130,6 +130,21 @@ def test_other_input_size_and_keras_round_trip(tmp_path):
         np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), atol=1e-5)
 
 
+@pytest.mark.parametrize("backbone", ["mobilevitv3_xxs", "mobilevitv3_050"])  # v0.1, v0.2
+def test_predict_in_batches_with_a_partial_last_batch(backbone):
+    """predict() traces with an unknown batch size; the v0.1 (class-ordered)
+    post-processing needed a static row length there and refused a trained run's model."""
+    model = kmv.SSDLite(backbone, classes=5, input_shape=(160, 160, 3))
+    images = np.random.RandomState(0).uniform(0, 255, (3, 160, 160, 3)).astype("float32")
+    out = model.predict(images, batch_size=2, verbose=0)
+    direct = model(images[2:])
+    assert out["boxes"].shape == (3, *direct["boxes"].shape[1:])
+    np.testing.assert_array_equal(out["num_detections"][2:], direct["num_detections"])
+    # random weights give many near-equal scores: rows may swap between batch layouts
+    np.testing.assert_allclose(np.sort(out["scores"][2]), np.sort(direct["scores"][0]),
+                               atol=1e-5)
+
+
 def test_clear_errors(fixtures_path, tmp_path):
     with pytest.raises(ValueError, match="too small for the SSD anchor grid"):
         kmv.SSDLite("mobilevitv2_050", input_shape=(128, 128, 3), postprocess=False)
