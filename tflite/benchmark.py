@@ -52,7 +52,8 @@ import keras_mobilevit as kmv
 from keras_mobilevit import fileio
 from training import rundir
 from tflite import (analyze, benchmark_report, bounds, compat, data, edge_quantizer, latency,
-                    qat, task_accuracy)
+                    qat, range_search, task_accuracy)
+from tflite import convert as convert_lib
 from tflite.workers import (TimingServer, WorkerError, convert_isolated, interleaved, isolated,
                             timed_apart)
 
@@ -130,15 +131,28 @@ def _file_row(label, path, float_path):
             if not label.startswith("float32") else None}
 
 
-def _convert_variants(keras_path, stem, calib, naive_ptq, ptq_name="int8", peer=False):
-    """{label: .tflite path} of float32, int8 PTQ (`<stem>_<ptq_name>.tflite`),
-    (`naive_ptq`) the converter's own PTQ, and (`peer`) ai-edge-quantizer's static int8 of
-    the float32 file (same `calib`); and {label: reason} of the int8 conversions refused
-    (the rest are still measured)."""
+def ptq_label(ranges):
+    """The row of int8 PTQ with activation ranges chosen by `ranges`: "int8 PTQ" for the
+    default method, "int8 PTQ (mse ranges)" for another."""
+    return "int8 PTQ" if ranges == qat.DEFAULT_RANGES else f"int8 PTQ ({ranges} ranges)"
+
+
+def _convert_variants(keras_path, stem, calib, naive_ptq, ptq_name="int8", peer=False,
+                      ptq_ranges=()):
+    """{label: .tflite path} of float32, int8 PTQ (`<stem>_<ptq_name>.tflite`), int8 PTQ
+    with each other method of `ptq_ranges` (`ptq_label`), (`naive_ptq`) the converter's
+    own PTQ, and (`peer`) ai-edge-quantizer's static int8 of the float32 file (same
+    `calib`); and {label: reason} of the int8 conversions refused (the rest are still
+    measured)."""
     paths = {"float32": convert_isolated(keras_path, f"{stem}_float32.tflite", "float32")}
     refused = {}
     _convert_or_refuse(paths, refused, "int8 PTQ", keras_path, f"{stem}_{ptq_name}.tflite",
                        "int8", calib)
+    for ranges in dict.fromkeys(ptq_ranges):
+        if ranges != qat.DEFAULT_RANGES:
+            _convert_or_refuse(paths, refused, ptq_label(ranges), keras_path,
+                               f"{stem}_{ptq_name}_{ranges}.tflite", "int8", calib,
+                               ranges=ranges)
     if naive_ptq:  # e.g. a graph LiteRT could not load (convert says so)
         _convert_or_refuse(paths, refused, "int8 PTQ (converter only)", keras_path,
                            f"{stem}_int8_naive.tflite", "int8", calib, ptq="converter")
@@ -155,7 +169,7 @@ def _convert_variants(keras_path, stem, calib, naive_ptq, ptq_name="int8", peer=
 
 
 def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_limit=None,
-                       naive_ptq=False, peer=False):
+                       naive_ptq=False, peer=False, ptq_ranges=()):
     """float32 / PTQ int8 / QAT int8 of one trained model: top-1, agreement, latency."""
     float_path = os.path.join(float_run, "model.keras")
     float_model = qat.load_keras_model(float_path)
@@ -165,7 +179,7 @@ def accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs, eval_
     reference = np.argmax(float_model.predict(images, batch_size=64, verbose=0), axis=-1)
     name = float_model.name
     paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib, naive_ptq,
-                                       ptq_name="int8_ptq", peer=peer)
+                                       ptq_name="int8_ptq", peer=peer, ptq_ranges=ptq_ranges)
     _add_qat(paths, refused, qat_run, os.path.join(workdir, name), calib)
     rows = _measured_rows(paths, threads, warmup, runs)
     for label, path in paths.items():
@@ -208,12 +222,15 @@ def _measured_rows(paths, threads, warmup, runs):
 
 
 def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
-                            eval_limit=None, num_calib=100):
-    """float32 / int8 PTQ / int8 QAT `.tflite` of a trained segmentation or detection
-    run (its config.json says which) on its held-out split, beside the float Keras
-    model: mean IoU and pixel agreement, or COCO mAP and the share of confident Keras
-    detections matched (see `task_accuracy`); size, latency, peak memory. int8 is
-    calibrated on the first `num_calib` training images (`convert` takes at most 100)."""
+                            eval_limit=None, num_calib=100, ptq_ranges=()):
+    """float32 / int8 PTQ (one row per method of `ptq_ranges`) / int8 QAT `.tflite` of a
+    trained segmentation or detection run (its config.json says which) on its held-out
+    split, beside the float Keras model: mean IoU and pixel agreement, or COCO mAP and
+    the share of confident Keras detections matched (see `task_accuracy`), each int8 row
+    also against the int8 Keras model it was converted from (the calibrated QAT twin, or
+    the QAT run's model: how faithfully conversion keeps its numbers); size, latency,
+    peak memory. int8 is calibrated on the first `num_calib` training images (`convert`
+    takes at most 100)."""
     float_path = os.path.join(float_run, "model.keras")
     config = data.run_config(float_run)
     task = config.get("task", "classification")
@@ -224,11 +241,20 @@ def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
     calib = data.calibration_images(config, num_calib)
     name = float_model.name
     paths, refused = _convert_variants(float_path, os.path.join(workdir, name), calib,
-                                       naive_ptq=False, ptq_name="int8_ptq")
+                                       naive_ptq=False, ptq_name="int8_ptq",
+                                       ptq_ranges=ptq_ranges)
     _add_qat(paths, refused, qat_run, os.path.join(workdir, name), calib)
     rows = _measured_rows(paths, threads, warmup, runs)
+    sources = {ptq_label(r): r for r in (qat.DEFAULT_RANGES, *ptq_ranges)}
     for label, path in paths.items():
-        rows[label].update(score(isolated("predict_outputs", path=path, images=images)))
+        outputs = isolated("predict_outputs", path=path, images=images)
+        rows[label].update(score(outputs))
+        if label in sources or label == "int8 QAT":
+            # the int8 Keras model this file was converted from, as `convert` makes it
+            int8_keras = (qat.load_keras_model(os.path.join(qat_run, "model.keras"))
+                          if label == "int8 QAT" else
+                          convert_lib.ptq_twin(float_model, calib, sources[label]))
+            rows[label].update(task_accuracy.agreement(task, int8_keras, images, outputs))
     rows.update({label: {"error": reason} for label, reason in refused.items()})
     return {"task": task, "model": name, "input_shape": list(images.shape[1:]),
             "eval_examples": len(images), "calibration_images": len(calib),
@@ -407,6 +433,10 @@ def _parser():
     parser.add_argument("--det-run", help="a trained detection run folder (train.py --task "
                         "detection): float32 / int8 PTQ / int8 QAT held-out COCO mAP")
     parser.add_argument("--det-qat-run", help="the QAT run of --det-run: adds its int8 QAT row")
+    parser.add_argument("--ptq-ranges", nargs="+", default=[], choices=range_search.METHODS,
+                        help="also int8 PTQ with activation ranges chosen by these methods "
+                        "(rows 'int8 PTQ (<method> ranges)') for --float-run, --seg-run and "
+                        f"--det-run; 'int8 PTQ' uses the default, {qat.DEFAULT_RANGES!r}")
     parser.add_argument("--num-calib", type=_calibration_count, default=100,
                         help="calibration images (training split) of the --seg-run / "
                         "--det-run int8 files (default 100, convert's maximum)")
@@ -442,7 +472,7 @@ def main(argv=None):
         if args.float_run:
             report["accuracy"] = accuracy_benchmark(
                 args.float_run, args.qat_run, workdir, args.threads, args.warmup, args.runs,
-                args.eval_limit, args.naive_ptq, args.edge_quantizer)
+                args.eval_limit, args.naive_ptq, args.edge_quantizer, args.ptq_ranges)
             benchmark_report.save(report, out)
         if args.latency_models:
             calib = _latency_calibration(args.size)
@@ -459,7 +489,7 @@ def main(argv=None):
         for run, qat_run in task_runs:
             report.setdefault("task_accuracy", []).append(task_accuracy_benchmark(
                 run, qat_run, workdir, args.threads, args.warmup, args.runs, args.eval_limit,
-                args.num_calib))
+                args.num_calib, args.ptq_ranges))
             benchmark_report.save(report, out)
     report["complete"] = True
     benchmark_report.save(report, out)

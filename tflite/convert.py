@@ -307,6 +307,22 @@ def _check_rescales(content):
             "keras_mobilevit model.")
 
 
+def ptq_twin(model, representative_data, ranges=qat.DEFAULT_RANGES, *,
+             num_calibration_samples=100, pixel_range=RAW_PIXELS, input_size=None):
+    """The Keras int8 model `convert(model, "int8", representative_data, ptq="auto")`
+    quantizes: the QAT twin of a float model calibrated as `convert` calibrates it (a QAT
+    model as it is). Its fake-quant outputs are what the int8 `.tflite` should give.
+
+    Example:
+        >>> twin = ptq_twin(float_model, images, ranges="mse")
+        >>> twin.predict(images)        # ~ the int8 .tflite's outputs
+    """
+    samples = calibration.representative_samples(
+        representative_data, model_input_shape(model, input_size), num_calibration_samples,
+        pixel_range)
+    return _ptq_twin(model, samples, ranges)
+
+
 def _ptq_twin(model, samples, ranges=qat.DEFAULT_RANGES):
     """The calibrated QAT twin of a float model (its fake-quant ranges become the int8
     scales); QAT models and models QAT cannot cover are returned as they are."""
