@@ -221,6 +221,9 @@ def test_class_names_from_image_folders_imagenet_or_placeholders(tmp_path):
     assert coco.names[:2] == ["person", "bicycle"] and coco.names[-1] == "toothbrush"
     voc = labels.class_names(21, weights="voc")  # a segmenter's class 0 is the background
     assert voc.names[:2] == ["background", "aeroplane"] and voc.names[-1] == "tvmonitor"
+    ade = labels.class_names(150, weights="ade20k")  # no background output
+    assert ade.names[:3] == ["wall", "building", "sky"] and ade.names[-1] == "flag"
+    assert ade.names[44] == "chest of drawers" and len(set(ade.names)) == 150
 
 
 def test_labels_file_with_a_blank_line_is_refused(tmp_path):

@@ -4,7 +4,7 @@ Looked up in this order: a labels file the user names; the training run folder's
 `labels.txt` or the `class_names` of its config.json; the run's dataset (TFDS
 `ClassLabel` names, image-folder names); the ImageNet-1k class index for
 `weights="imagenet"` models, COCO's names for `weights="coco"` detectors, PASCAL VOC's
-for `weights="voc"` segmenters. Only when none of these exists are the names
+or ADE20k's for `weights="voc"` / `"ade20k"` segmenters. Only when none of these exists are the names
 placeholders, `class_<i>`, and `ClassNames.source` says so.
 
 Example:
@@ -33,6 +33,31 @@ COCO_CLASSES = [
     "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
     "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator",
     "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush"]
+
+# The official ADE20k segmenters' 150 classes (weights="ade20k"), output index i =
+# ADEChallenge label i + 1: the official code (cvnets ADE20KDataset) shifts the labels
+# by one and has no background output (its label 0, "other", is ignored).
+ADE20K_CLASSES = [
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
+    "grass", "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant",
+    "curtain", "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror",
+    "rug", "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub",
+    "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter",
+    "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs",
+    "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier",
+    "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track",
+    "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
+    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
+    "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag",
+    "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave",
+    "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
+    "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+]
+
 PLACEHOLDER_SOURCE = "none (the dataset has no class names): class_<i> placeholders"
 
 
@@ -110,6 +135,7 @@ _WEIGHTS_NAMES = {
     "imagenet": lambda: ClassNames(imagenet.imagenet_class_names(), "ImageNet-1k class index"),
     "coco": lambda: ClassNames(list(COCO_CLASSES), "COCO class names (official order)"),
     "voc": _voc_names,
+    "ade20k": lambda: ClassNames(list(ADE20K_CLASSES), "ADE20k class names (official order)"),
 }
 
 
