@@ -479,3 +479,31 @@ def test_labels_of_a_detection_run_skip_its_background(tmp_path):
     assert found.names == ["cat", "dog"] and "without its first line" in found.source
     (tmp_path / "config.json").write_text(json.dumps({"task": "segmentation"}))
     assert labels.class_names(3, run_dir=tmp_path).names == ["background", "cat", "dog"]
+
+
+@pytest.mark.slow  # minutes on 2 cores: two train.py runs of a real model, QAT tracing, int8
+@pytest.mark.parametrize("task,size", [("segmentation", 64), ("detection", 160)])
+def test_train_py_qat_of_a_segmentation_or_detection_run(task, size, tmp_path):
+    """`train.py --task TASK` then `train.py --task TASK --qat --from RUN/model.keras`:
+    the QAT twin comes from the task's own model factory (DeepLabV3 / SSDLite in its
+    training wrapper), fine-tunes on the scene data, saves, and converts to full int8
+    ending as the task's graph does (a class map; TFLite_Detection_PostProcess)."""
+    from tflite import qat_train
+    from training import train
+
+    common = ["--task", task, "--image-folder", str(segdet_utils.scene_folder(tmp_path / "s")),
+              "--image-size", str(size), "--batch-size", "2", "--epochs", "1",
+              "--steps-per-epoch", "1", "--warmup-steps", "1"]
+    train.main(common + ["--output-dir", str(tmp_path / "float")])
+    qat_train.main(common + ["--from", str(tmp_path / "float" / "model.keras"),
+                             "--output-dir", str(tmp_path / "qat")])
+    config = json.loads((tmp_path / "qat" / "config.json").read_text())
+    assert config["task"] == task and config["qat"]
+    model = qat.load_keras_model(tmp_path / "qat" / "model.keras")
+    assert qat.fake_quant_layers(model)
+    graph = analyze.load(convert.convert(model, "int8", _pixels(4, size)))
+    assert graph.inputs[0].dtype == "uint8" and analyze.non_builtin_ops(graph) == []
+    if task == "detection":
+        assert graph.ops[-1].name == f"CUSTOM:{detection.OP_NAME}"
+    else:
+        assert graph.outputs[0].shape == (1, size, size) and graph.outputs[0].dtype == "uint8"
