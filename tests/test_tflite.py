@@ -529,6 +529,22 @@ def test_train_py_finds_the_qat_plugin_through_its_entry_point():
     assert "--from PATH.keras (the trained float model) is required" in result.stderr
 
 
+def test_train_py_qat_at_another_image_size_is_an_argument_error():
+    """QAT fine-tunes at the float model's own input size; another --image-size gave a
+    calibration traceback deep in the run."""
+    import types
+
+    from tflite import qat_train
+
+    config = types.SimpleNamespace(recipe=types.SimpleNamespace(image_size=32),
+                                   from_model="runs/x/model.keras")
+    with pytest.raises(SystemExit, match=r"runs/x/model.keras takes 8x8 images, but this run "
+                       r"trains at --image-size 32: pass --image-size 8"):
+        qat_train._check_image_size(_tiny(), config)
+    config.recipe.image_size = 8
+    qat_train._check_image_size(_tiny(), config)  # the model's own size: accepted
+
+
 @pytest.mark.slow  # ~3.5 min on 2 cores: tracing the QAT training step and its evaluation
 def test_train_py_qat_fine_tunes_saves_and_converts(tmp_path):
     """`python training/train.py --qat --from model.keras`: the issue's whole QAT chain

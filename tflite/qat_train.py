@@ -37,12 +37,25 @@ def build_qat_model(config):
     training wrapper), calibrated on the run's training images."""
 
     def twin(model):
+        _check_image_size(model, config)
         if qat.fake_quant_layers(model):  # --from a QAT classifier: keep training it
             return model
         calibration = data.calibration_images(config.to_json(), 256)
         return qat.make_qat_model(model, calibration_data=calibration)
 
     return tasks.get_task(config.task).build_model(config, transform=twin)
+
+
+def _check_image_size(model, config):
+    """QAT fine-tunes at the `--from` model's fixed input size: another --image-size is
+    an argument error (it surfaced as a calibration traceback)."""
+    height, width = model.inputs[0].shape[1:3]
+    size = config.recipe.image_size
+    if None not in (height, width) and (height, width) != (size, size):
+        raise SystemExit(
+            f"error: the --from model {config.from_model} takes {height}x{width} images, but "
+            f"this run trains at --image-size {size}: pass --image-size {height} (QAT "
+            "fine-tunes the float model at its own input size)")
 
 
 def main(argv=None):
