@@ -14,8 +14,9 @@ pytest.importorskip("ai_edge_litert")
 
 import keras_mobilevit as kmv  # noqa: E402
 import segdet_utils  # noqa: E402
+from keras_mobilevit import layers as kmv_layers  # noqa: E402
 from tflite import (benchmark, benchmark_report, convert, data, latency,  # noqa: E402
-                    task_accuracy)
+                    quant_error, task_accuracy)
 from training.datasets.fashion_scenes import make_scenes  # noqa: E402
 from training.segdet import detection, segmentation  # noqa: E402
 
@@ -43,6 +44,61 @@ def seg_run(tmp_path_factory):
     (root / "config.json").write_text(json.dumps(config))
     segdet_utils.tiny_segmenter(SIZE, CLASSES).save(root / "model.keras")
     return root
+
+
+@pytest.fixture(scope="module")
+def kmv_seg_run(seg_run, tmp_path_factory):
+    """`seg_run` with a segmenter of keras_mobilevit layers (which QAT has twins of)."""
+    root = tmp_path_factory.mktemp("kmv_seg_run")
+    (root / "config.json").write_text((seg_run / "config.json").read_text())
+    keras.utils.set_random_seed(3)
+    x = inputs = keras.Input((SIZE, SIZE, 3))
+    for i in range(3):
+        x = kmv_layers.ConvNormAct(8 * (i + 1), 3, strides=2, name=f"layer_{i}")(x)
+    x = kmv_layers.ConvNormAct(CLASSES, 1, use_norm=False, activation=None, name="head")(x)
+    keras.Model(inputs, kmv_layers.PatchResize(name="up")([x, inputs])).save(
+        root / "model.keras")
+    return root
+
+
+def test_quant_error_leaves_one_part_at_a_time_in_float(kmv_seg_run):
+    rows = quant_error.quant_error(str(kmv_seg_run), limit=5, num_calib=4)
+    assert [r["float"] for r in rows] == ["none (all int8)", "layer_0", "layer_1", "layer_2",
+                                          "head", "up", "every activation"]
+    assert rows[-1]["fake_quants"] == sum(r["fake_quants"] for r in rows[1:-1])
+    # with every activation in float, only the int8 weights are left: closest to float
+    assert rows[-1]["pixel_agreement"] >= max(r["pixel_agreement"] for r in rows[:-1])
+    assert rows[-1]["pixel_agreement"] > 0.95
+    assert "| every activation | " in quant_error.markdown(rows)
+    # the bypass was undone: the twin is all int8 again
+    twin = convert.ptq_twin(keras.saving.load_model(kmv_seg_run / "model.keras"),
+                            data.calibration_images(data.run_config(kmv_seg_run), 4))
+    assert not any(q.bypass for q in sum(quant_error.parts(twin).values(), []))
+
+
+def test_quant_error_of_a_detector_compares_boxes_of_confident_anchors():
+    post = kmv.postprocess.SSDPostprocess([(4, 4), (2, 2)] + [(1, 1)] * 4,
+                                          kmv.postprocess.POSTPROCESS["v0.2"])
+    count, classes = len(post.anchors), 4
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    boxes = keras.layers.Reshape((count, 4))(keras.layers.Dense(count * 4)(x))
+    logits = keras.layers.Reshape((count, classes))(keras.layers.Dense(
+        count * classes, kernel_initializer=keras.initializers.RandomNormal(0, 9))(x))
+    detector = keras.Model(inputs, {"box_regressions": boxes, "class_logits": logits,
+                                    **post([boxes, logits])})
+    images = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    same = quant_error.compare("detection", detector, detector, images)
+    assert same["confident_anchors"] > 10 and same["box_error_px_p90"] == 0
+    assert same["anchors_within_a_pixel"] == same["detections_within_a_pixel"] == 1.0
+    moved = keras.models.clone_model(detector)
+    moved.set_weights(detector.get_weights())
+    dense = [layer for layer in moved.layers if isinstance(layer, keras.layers.Dense)][0]
+    dense.bias.assign(dense.bias + 3.0)  # every regression +3: centres move 0.3 anchor sizes
+    shifted = quant_error.compare("detection", detector, moved, images)
+    assert shifted["confident_anchors"] == same["confident_anchors"]
+    assert shifted["box_error_px_p50"] > 1 and shifted["anchors_within_a_pixel"] < 0.5
 
 
 def test_held_out_masks_are_the_eval_pipelines(seg_run):

@@ -254,7 +254,8 @@ def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
             int8_keras = (qat.load_keras_model(os.path.join(qat_run, "model.keras"))
                           if label == "int8 QAT" else
                           convert_lib.ptq_twin(float_model, calib, sources[label]))
-            rows[label].update(task_accuracy.agreement(task, int8_keras, images, outputs))
+            if qat.fake_quant_layers(int8_keras):  # else no int8 Keras model exists
+                rows[label].update(task_accuracy.agreement(task, int8_keras, images, outputs))
     rows.update({label: {"error": reason} for label, reason in refused.items()})
     return {"task": task, "model": name, "input_shape": list(images.shape[1:]),
             "eval_examples": len(images), "calibration_images": len(calib),

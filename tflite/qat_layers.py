@@ -82,6 +82,7 @@ class FakeQuant(keras.layers.Layer):
         self.fixed_range = tuple(fixed_range) if fixed_range is not None else None
         self.momentum = momentum
         self.calibrating = False  # set by calibrate(); never serialized
+        self.bypass = False  # float pass-through, for `tflite.quant_error`; never serialized
         self.histogram = None  # a range_search.Histogram while calibrate() fills it
         # The range does not depend on the input shape: create it now, so the layer is
         # complete even inside a parent whose symbolic call skips `call`.
@@ -98,6 +99,8 @@ class FakeQuant(keras.layers.Layer):
                                         trainable=False)
 
     def call(self, x, training=None):
+        if self.bypass:
+            return x
         if self.fixed_range is not None:
             return _fake_quant(x, *self.fixed_range, num_bits=8)
         if training or self.calibrating:

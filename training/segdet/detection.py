@@ -226,14 +226,14 @@ def predict_boxes(detector, images):
 
     images: a float32 batch, or a dataset of (images, ...) batches (one predict call).
     """
-    outputs = detector.predict(images, verbose=0)
-    size = detector.input_shape[1]
-    found = []
-    for k, n in enumerate(np.asarray(outputs["num_detections"]).astype(int)):
-        found.append((np.asarray(outputs["boxes"][k][:n]) * size,
-                      np.asarray(outputs["classes"][k][:n]),
-                      np.asarray(outputs["scores"][k][:n])))
-    return found
+    return detections(detector.predict(images, verbose=0), detector.input_shape[1])
+
+
+def detections(outputs, size):
+    """`predict_boxes`'s rows from SSDLite's outputs already predicted on size x size."""
+    return [(np.asarray(outputs["boxes"][k][:n]) * size, np.asarray(outputs["classes"][k][:n]),
+             np.asarray(outputs["scores"][k][:n]))
+            for k, n in enumerate(np.asarray(outputs["num_detections"]).astype(int))]
 
 
 def held_out_predictions(detector, dataset, count, keep_images=6):
