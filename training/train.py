@@ -65,9 +65,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     config = TrainConfig(**options.collect(args, TrainConfig),
                          segdet=SegDetOptions(**options.collect(args, SegDetOptions)))
-    if config.output_dir and Path(config.output_dir).exists() \
-            and not Path(config.output_dir).is_dir():
-        parser.error(f"--output-dir {config.output_dir} is a file, not a folder")
+    if config.output_dir:  # the default folder is known once the dataset is: claim checks it
+        try:
+            rundir.check_folder(config.output_dir)
+        except rundir.RunDirError as error:
+            parser.error(str(error).rstrip("."))
     if config.from_model and not Path(config.from_model).is_file():
         parser.error(f"--from {config.from_model}: no such file")
     named = NAMED_WEIGHTS[config.task]
