@@ -539,6 +539,17 @@ def test_convert_cli_refuses_training_calibration_without_the_training_run(tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_convert_cli_refuses_training_calibration_of_imagenet_weights(tmp_path, capsys,
+                                                                      fixtures_path):
+    """The issue's command: `python -m tflite.convert mobilevitv3_xxs --weights X.pt` with
+    the default --calib training (was: calibrated on grey 32x32 Fashion-MNIST)."""
+    err = _convert_cli_error(capsys, "mobilevitv3_xxs", "--weights",
+                             fixtures_path / "mobilevit_v3_xxs.pt", "--input-size", 64,
+                             "-o", tmp_path / "out")
+    assert "--calib training takes the images the model was trained on" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_convert_cli_refuses_a_training_run_of_another_image_size(tiny_keras, tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps(
         {"dataset": "fashion_mnist_subset", "pipeline": {"image_size": 32}}))

@@ -55,7 +55,10 @@ def test_readme_states_the_promises():
                                  ["--batch-size", "-1"], ["--image-size", "0"],
                                  ["--checkpoint-every", "-5"], ["--epochs", "two"],
                                  ["--output-dir", "FILE"], ["--output-dir", "FILE/run"],
-                                 ["--from", "missing.keras"]])
+                                 ["--from", "missing.keras"],
+                                 ["--task", "segmentation", "--epochs", "0"],
+                                 ["--task", "detection", "--batch-size", "-1"],
+                                 ["--task", "detection", "--output-dir", "FILE"]])
 def test_bad_arguments_exit_2_before_anything_is_written(bad, tmp_path, capsys):
     assert PROMISES["arguments"]
     (tmp_path / "file").write_text("mine")
@@ -66,7 +69,7 @@ def test_bad_arguments_exit_2_before_anything_is_written(bad, tmp_path, capsys):
         train.main(argv)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "error:" in error and bad[0] in error
+    assert "error:" in error and bad[-2] in error
     assert not out.exists() and (tmp_path / "file").read_text() == "mine"
 
 
