@@ -247,3 +247,23 @@ def test_evaluate_rejects_bad_numbers_with_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["model.keras", *bad])
     assert exit_info.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, flag", [("evaluate", "--json"),
+                                           ("benchmark", "--markdown"),
+                                           ("benchmark", "--json")])
+@pytest.mark.parametrize("target", ["missing/out.txt", "folder"])
+def test_report_paths_are_checked_before_the_long_part(command, flag, target, tmp_path, capsys):
+    """Siblings of issue 11 item 5: a --json / --markdown path in a missing folder (or
+    naming a folder) failed with a traceback after the whole evaluation or benchmark."""
+    import importlib
+
+    (tmp_path / "folder").mkdir()
+    module = importlib.import_module(f"training.{command}")
+    argv = (["--model", "mobilevitv3_xxs"] if command == "evaluate" else []) + [
+        flag, str(tmp_path / target)]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]

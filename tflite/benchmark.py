@@ -405,12 +405,8 @@ def _check_arguments(parser, args):
     if args.benchmarks_md and not os.path.isfile(args.benchmarks_md):
         parser.error(f"--benchmarks-md {args.benchmarks_md}: no such file (it updates the "
                      "LiteRT section of an existing BENCHMARKS.md)")
-    if args.out:
-        existing = os.path.abspath(args.out)
-        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            parser.error(f"--out {args.out}: {existing} is a file, not a folder")
+    if args.out and fileio.folder_problem(args.out):
+        parser.error(f"--out {args.out}: {fileio.folder_problem(args.out)}")
 
 
 def _parser():

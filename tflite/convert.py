@@ -449,13 +449,9 @@ def _task_options(args, model):
 def _check_output_folder(parser, path):
     """Stop with an argument error when `path` cannot become the output folder (a file,
     or under one); reads only: the folder is created once every check has passed."""
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        where = ("is a file" if existing == os.path.abspath(path)
-                 else f"is under {existing}, a file")
-        parser.error(f"-o/--output-dir {path} {where}, not a folder: name a folder")
+    problem = fileio.folder_problem(path)
+    if problem:
+        parser.error(f"-o/--output-dir {path}: {problem}: name a folder")
 
 
 def _output_folder(parser, path):

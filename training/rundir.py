@@ -25,7 +25,7 @@ import re
 import shutil
 from pathlib import Path
 
-from keras_mobilevit.fileio import TEMP_PREFIX, write_text_atomic
+from keras_mobilevit.fileio import TEMP_PREFIX, folder_problem, write_text_atomic
 from training import checkpoint
 from training.config import TrainConfig
 from training.options import compared_keys
@@ -77,11 +77,8 @@ def check_folder(out):
     with this before anything is built, and `claim` again when it takes the folder.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--output-dir {out} is a file, not a folder.")
-    parent = next((p for p in out.parents if p.exists()), None)
-    if not out.exists() and parent is not None and not parent.is_dir():
-        raise RunDirError(f"--output-dir {out}: {parent} is a file, not a folder.")
+    if folder_problem(out):
+        raise RunDirError(f"--output-dir {out}: {folder_problem(out)}.")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise RunDirError(
             f"--output-dir {out} is not empty and holds no training run (no {MARKER} "
