@@ -73,6 +73,28 @@ def test_bad_arguments_exit_2_before_anything_is_written(bad, tmp_path, capsys):
     assert not out.exists() and (tmp_path / "file").read_text() == "mine"
 
 
+def test_a_model_the_arguments_cannot_build_is_an_argument_error_before_restart(
+        tmp_path, capsys):
+    """`--image-size 16` (MobileViT needs 32) was a ValueError traceback after the folder
+    was claimed, config.json written and, with --restart, the earlier run deleted."""
+    folder = training_utils.make_image_folder(tmp_path / "images", per_class=4)
+    out = tmp_path / "run"
+    train.main(["--image-folder", str(folder), "--output-dir", str(out), *TINY],
+               build_model=training_utils.tiny_cnn)
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+              if p.is_file()}
+    for target in (out, tmp_path / "new"):
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(["--image-folder", str(folder), "--output-dir", str(target), *TINY,
+                        "--restart"])  # TINY's --image-size 16, the real model
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "error: the model cannot be built" in error and "at least 32 pixels" in error
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+            if p.is_file()} == before
+    assert not (tmp_path / "new").exists()
+
+
 def _user_folder(root):
     """A folder of the user's own files that happen to share names with run files."""
     (root / "logs").mkdir(parents=True)
