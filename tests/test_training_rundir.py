@@ -38,7 +38,9 @@ PROMISES = {
               "uninterrupted run.",
     "arguments": "Bad arguments (`--epochs 0`, `--batch-size -1`, an `--output-dir` that "
                  "is a file, ...) stop the command with a one-line error and exit code 2 "
-                 "before anything is built or written.",
+                 "before anything is built or written; a model they cannot make "
+                 "(`--image-size 16`) stops it with exit code 2 before the folder is "
+                 "touched.",
 }
 TINY = ["--image-size", "16", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch",
         "2", "--no-multi-scale", "--warmup-steps", "0"]
@@ -77,6 +79,7 @@ def test_a_model_the_arguments_cannot_build_is_an_argument_error_before_restart(
         tmp_path, capsys):
     """`--image-size 16` (MobileViT needs 32) was a ValueError traceback after the folder
     was claimed, config.json written and, with --restart, the earlier run deleted."""
+    assert PROMISES["arguments"]
     folder = training_utils.make_image_folder(tmp_path / "images", per_class=4)
     out = tmp_path / "run"
     train.main(["--image-folder", str(folder), "--output-dir", str(out), *TINY],
