@@ -157,7 +157,8 @@ def _load_detection_weights(model, weights, backbone):
     if weights != "coco" and str(weights).endswith(".h5"):
         model.load_weights(weights)
         return
-    state, source = W.task_state_dict(weights, f"ssdlite_{backbone}", ("coco",), "ssd_heads.")
+    state, source = W.task_state_dict(weights, f"ssdlite_{backbone}", ("coco",), "ssd_heads.",
+                                      W.max_checkpoint_bytes(model))
     W.assign_state_dict(model, state, source=source)
 
 

@@ -10,6 +10,8 @@ Example:
     >>> with atomic_path("out/model.keras") as tmp:
     ...     model.save(tmp)
     >>> write_text_atomic("out/config.json", "{}")
+    >>> folder_problem("notes.txt/out")          # checked before a long run, not after
+    'notes.txt is a file, not a folder'
 """
 
 import contextlib
@@ -43,3 +45,28 @@ def write_text_atomic(path, text):
     """Writes `text` to `path` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
+
+
+def folder_problem(path):
+    """Why `path` cannot be (made) a folder, or None: it or an ancestor is a file."""
+    existing = Path(os.path.abspath(path))
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.is_dir():
+        return None
+    return f"{path} is a file, not a folder" if existing == Path(os.path.abspath(path)) \
+        else f"{existing} is a file, not a folder"
+
+
+def output_file_problem(path):
+    """Why file `path` cannot be written later, or None: it is a folder, or its folder
+    does not exist or is a file. (Checked before a long run, so that it does not fail at
+    its end.)"""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"the folder {parent} does not exist" if not parent.exists() \
+            else f"{parent} is a file, not a folder"
+    return None

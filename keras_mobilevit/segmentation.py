@@ -99,11 +99,27 @@ def _check_arguments(spec, weights, backbone_weights, output_stride, upsample, a
                          f"ASPP has three atrous branches); got {atrous_rates!r}.")
 
 
-def _segmentation_state_dict(weights, spec):
-    """The official state_dict for "voc" / "ade20k" / a .pt path, or None (.h5, None)."""
+def _segmentation_state_dict(weights, spec, encoder, head):
+    """The official state_dict for "voc" / "ade20k" / a .pt path, or None (.h5, None).
+
+    A .pt may hold at most what the model could need (`W.max_checkpoint_bytes` of the
+    `encoder` plus `_head_params`, the classifier inside its allowance)."""
     if weights is None or (weights not in DATASETS and str(weights).endswith(".h5")):
         return None, None
-    return W.task_state_dict(weights, f"deeplabv3_{spec.name}", tuple(DATASETS), "seg_head.")
+    return W.task_state_dict(weights, f"deeplabv3_{spec.name}", tuple(DATASETS), "seg_head.",
+                             W.max_checkpoint_bytes(encoder, _head_params(encoder, head)))
+
+
+def _head_params(encoder, head):
+    """Weights of the ASPP and aux head on `encoder` (without the classifiers, whose size
+    depends on the checkpoint's classes): 1x1 + three 3x3 + pool 1x1 convs on out_l5, a
+    1x1 projection of the five branches, a 3x3 conv on out_l4; norms included."""
+    c5 = encoder.get_layer("features_s32").output.shape[-1]
+    c4 = encoder.get_layer("features_s16").output.shape[-1]
+    c = head.aspp_channels
+    aspp = (1 + 27 + 1) * c5 * c + 5 * c * c + 6 * 4 * c
+    aux = max(c4 // 4, 128) * (9 * c4 + 4) if head.aux_head else 0
+    return aspp + aux
 
 
 def _resolve_classes(classes, weights, state_dict, head):
@@ -188,13 +204,12 @@ def DeepLabV3(
     output_stride = output_stride or DATASETS.get(weights, DATASETS["voc"])[1]
     _check_arguments(spec, weights, backbone_weights, output_stride, upsample, atrous_rates)
     head = architectures.SEG_HEADS[spec.family.seg_head]
-    state_dict, source = _segmentation_state_dict(weights, spec)
-    classes = _resolve_classes(classes, weights, state_dict, head)
-
     encoder = models.MobileViT(backbone, include_top=False, weights=backbone_weights,
                                input_tensor=input_tensor, input_shape=input_shape,
                                include_preprocessing=include_preprocessing,
                                output_stride=output_stride)
+    state_dict, source = _segmentation_state_dict(weights, spec, encoder, head)
+    classes = _resolve_classes(classes, weights, state_dict, head)
     image = encoder.input
     lowres = _classifier(_aspp(encoder.get_layer("features_s32").output, head,
                                atrous_rates or _default_rates(output_stride)), head, classes)

@@ -520,13 +520,14 @@ def pretrained_state_dict(name, dataset):
     return state_dict
 
 
-def task_state_dict(weights, name, datasets, head_prefix):
+def task_state_dict(weights, name, datasets, head_prefix, max_bytes=MAX_BYTES):
     """The state_dict of a segmentation / detection checkpoint, and where it came from.
 
     `weights` is one of the task's `datasets` ("voc", "ade20k", "coco":
-    `pretrained_state_dict(name, weights)`) or the path of an official `.pt`. A checkpoint
-    without `head_prefix` keys (say, an ImageNet classifier given as `weights=`) is refused
-    with what to do instead.
+    `pretrained_state_dict(name, weights)`) or the path of an official `.pt`, read with
+    `max_bytes` (`max_checkpoint_bytes` of the model: a file asking for more is refused
+    before anything is read). A checkpoint without `head_prefix` keys (say, an ImageNet
+    classifier given as `weights=`) is refused with what to do instead.
 
     Example:
         >>> sd, source = task_state_dict("coco", "ssdlite_mobilevitv3_xs", ("coco",), "ssd_heads.")
@@ -534,7 +535,8 @@ def task_state_dict(weights, name, datasets, head_prefix):
     if isinstance(weights, str) and weights in datasets:
         state_dict, source = pretrained_state_dict(name, weights), f"{weights} checkpoint of {name}"
     else:
-        state_dict, source = load_torch_state_dict(weights), os.fspath(weights)
+        state_dict = load_torch_state_dict(weights, max_bytes=max_bytes)
+        source = os.fspath(weights)
     state_dict = strip_prefixes(state_dict)
     if not any(key.startswith(head_prefix) for key in state_dict):
         raise ValueError(
@@ -582,10 +584,15 @@ def imagenet_state_dict(model_name):
     return pretrained_state_dict(model_name, "imagenet")
 
 
-def _max_bytes(model):
+def max_checkpoint_bytes(model, extra_params=0):
     """Most tensor bytes a checkpoint of `model` can need: float64 everywhere, plus a
-    1000-class head a model built without its top does not count."""
-    return 8 * model.count_params() + (32 << 20)
+    1000-class head a model built without its top does not count; `extra_params`: the
+    parameters of parts not built yet (a head whose size depends on the checkpoint).
+
+    Example:
+        >>> sd = load_torch_state_dict(path, max_bytes=max_checkpoint_bytes(model))
+    """
+    return 8 * (model.count_params() + extra_params) + (32 << 20)
 
 
 def load_weights(model, weights, model_name):
@@ -600,4 +607,4 @@ def load_weights(model, weights, model_name):
         model.load_weights(path)
         return model
     entry = REGISTRY.get((model_name, "imagenet")) or Entry(model_name, "imagenet", (), ())
-    return assign_state_dict(model, _from_local(path, entry, _max_bytes(model)), source=path)
+    return assign_state_dict(model, _from_local(path, entry, max_checkpoint_bytes(model)), source=path)

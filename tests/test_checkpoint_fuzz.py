@@ -1,10 +1,12 @@
 """Fuzzes the checkpoint reader with damaged copies of a golden .pt (issue 11).
 
-Every case must end in a loaded state_dict or a CheckpointError: no other exception,
-no crash, no memory blow-up. The cases run in a child interpreter with a memory limit,
-so a segfault or a runaway allocation fails this test instead of killing pytest.
+Every case must end in a loaded model or a CheckpointError: no other exception, no
+crash, no memory blow-up. The cases run in a child interpreter (the reader alone) with a
+memory limit, so a segfault or a runaway allocation fails this test instead of killing
+pytest; the files it loads are then loaded into the model (`load_weights`), where each
+must again load or raise CheckpointError.
 
-Run by hand for more cases: python tests/test_checkpoint_fuzz.py FIXTURE.pt SEED COUNT
+Run by hand for more cases: python tests/test_checkpoint_fuzz.py FIXTURE.pt SEED COUNT [KEEP_DIR]
 """
 
 import importlib.util
@@ -112,8 +114,9 @@ def mutate(rng, data, records):
     return "pickle+directory", _edit_directory(rng, _rezip(_edit_pickle(rng, records)))
 
 
-def run_cases(fixture, seed, count):
-    """Child side: returns {'outcomes': {...}, 'unexpected': [...]}."""
+def run_cases(fixture, seed, count, keep=None):
+    """Child side: returns {'outcomes': {...}, 'unexpected': [...], 'loaded': [paths]};
+    the files that loaded are kept in folder `keep` (if given)."""
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
@@ -123,7 +126,7 @@ def run_cases(fixture, seed, count):
     data = Path(fixture).read_bytes()
     records = _records(data)
     rng = random.Random(seed)
-    outcomes, unexpected = {}, []
+    outcomes, unexpected, loaded = {}, [], []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "case.pt"
         for case in range(count):
@@ -132,23 +135,35 @@ def run_cases(fixture, seed, count):
             try:
                 reader.load_torch_state_dict(path, max_bytes=64 << 20)
                 result = "loaded"
+                if keep:
+                    loaded.append(str(Path(keep) / f"case-{case}.pt"))
+                    Path(loaded[-1]).write_bytes(mutated)
             except reader.CheckpointError:
                 result = "CheckpointError"
             except BaseException:  # noqa: BLE001 - reporting exactly these is the point
                 result = "unexpected"
                 unexpected.append(f"case {case} ({kind}):\n{traceback.format_exc()}")
             outcomes[f"{kind}: {result}"] = outcomes.get(f"{kind}: {result}", 0) + 1
-    return {"outcomes": outcomes, "unexpected": unexpected}
+    return {"outcomes": outcomes, "unexpected": unexpected, "loaded": loaded}
 
 
-def test_fuzzed_checkpoints_load_or_raise_checkpoint_error(fixtures_path):
-    proc = subprocess.run(
-        [sys.executable, __file__, str(fixtures_path / "mobilevit_v1_xxs.pt"), "0", str(CASES)],
-        capture_output=True, text=True, timeout=300,
+def test_fuzzed_checkpoints_load_or_raise_checkpoint_error(fixtures_path, tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, __file__, str(fixtures_path / "mobilevit_v1_xxs.pt"), "0", str(CASES),
+         str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    try:
+        from keras_mobilevit import MobileViTv1XXS, load_weights
+        from keras_mobilevit.torch_reader import CheckpointError
+
+        model = MobileViTv1XXS(include_preprocessing=False)  # built while the child fuzzes
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
     assert proc.returncode == 0, (f"the fuzz child died (exit {proc.returncode}, a crash or "
-                                  f"the memory limit):\n{proc.stderr[-3000:]}")
-    report = json.loads(proc.stdout)
+                                  f"the memory limit):\n{stderr[-3000:]}")
+    report = json.loads(stdout)
     assert not report["unexpected"], "\n".join(report["unexpected"][:5])
     outcomes = report["outcomes"]
     assert sum(outcomes.values()) == CASES
@@ -157,8 +172,19 @@ def test_fuzzed_checkpoints_load_or_raise_checkpoint_error(fixtures_path):
     for kind in ("truncate", "flip", "directory", "pickle", "record"):
         assert outcomes.get(f"{kind}: CheckpointError"), outcomes
 
+    # What the reader accepted goes into the model: it loads or is refused, nothing else.
+    results = {"loaded": 0, "refused": 0}
+    for path in report["loaded"]:
+        try:
+            load_weights(model, path, "mobilevit_xxs")
+            results["loaded"] += 1
+        except CheckpointError:
+            results["refused"] += 1
+    assert results["loaded"] and sum(results.values()) == len(report["loaded"]), results
+
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5):
         sys.exit(__doc__)
-    print(json.dumps(run_cases(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
+    print(json.dumps(run_cases(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+                               *sys.argv[4:])))

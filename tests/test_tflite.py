@@ -475,11 +475,13 @@ def tiny_keras(tmp_path):
     return path
 
 
-def test_convert_cli_output_naming_a_file_is_an_argument_error(tiny_keras, tmp_path, capsys):
+@pytest.mark.parametrize("output", ["taken", "taken/out"])
+def test_convert_cli_output_naming_a_file_is_an_argument_error(tiny_keras, tmp_path, capsys,
+                                                               output):
     # issue 11 item 5: a FileExistsError traceback
     (tmp_path / "taken").write_text("mine")
-    err = _convert_cli_error(capsys, tiny_keras, "--quant", "float32", "-o", tmp_path / "taken")
-    assert "is a file, not a folder" in err and (tmp_path / "taken").read_text() == "mine"
+    err = _convert_cli_error(capsys, tiny_keras, "--quant", "float32", "-o", tmp_path / output)
+    assert ", not a folder: name a folder" in err and (tmp_path / "taken").read_text() == "mine"
 
 
 def test_convert_cli_checks_labels_before_converting(tiny_keras, tmp_path, capsys):
@@ -489,7 +491,32 @@ def test_convert_cli_checks_labels_before_converting(tiny_keras, tmp_path, capsy
     err = _convert_cli_error(capsys, tiny_keras, "--quant", "float32", "-o", out,
                              "--labels", tmp_path / "labels.txt")
     assert "3 class names for a model with 2 outputs" in err
-    assert list(out.glob("*")) == []
+    assert not out.exists()  # not even the folder: every check comes before any write
+
+
+def _damaged_calibration_files(folder):
+    """{name: why numpy or zipfile cannot give an image array from it}."""
+    (folder / "cut.npz").write_bytes(b"PK\x03\x04 the first bytes of a zip, then nothing")
+    np.savez(folder / "none.npz")
+    np.savez(folder / "two.npz", a=_pixels(2), b=_pixels(2))
+    np.savez(folder / "objects.npz", images=np.array([object()], dtype=object))
+    np.save(folder / "objects.npy", np.array([object()], dtype=object))
+    (folder / "junk.npy").write_bytes(b"\x93NUMPY junk")
+    return {"cut.npz": "BadZipFile", "none.npz": "holds 0 arrays", "two.npz": "holds 2 arrays",
+            "objects.npz": "allow_pickle", "objects.npy": "allow_pickle",
+            "junk.npy": "cannot read calibration images"}
+
+
+def test_convert_cli_damaged_calibration_file_is_an_argument_error(tiny_keras, tmp_path,
+                                                                   capsys):
+    """A damaged --calib file was a BadZipFile / IndexError / ValueError traceback."""
+    for name, why in _damaged_calibration_files(tmp_path).items():
+        err = _convert_cli_error(capsys, tiny_keras, "--quant", "int8", "--calib",
+                                 tmp_path / name, "-o", tmp_path / "out")
+        error = err.strip().splitlines()[-1]  # the one line after argparse's usage
+        assert error.startswith(f"python -m tflite.convert: error: --calib {tmp_path / name}: ")
+        assert why in error, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_convert_cli_num_calib_0_is_an_argument_error(tiny_keras, tmp_path, capsys):
@@ -497,6 +524,7 @@ def test_convert_cli_num_calib_0_is_an_argument_error(tiny_keras, tmp_path, caps
     err = _convert_cli_error(capsys, tiny_keras, "--calib", "random", "--num-calib", "0",
                              "-o", tmp_path / "out")
     assert "--num-calib: must be at least 1, got 0" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_convert_cli_refuses_training_calibration_without_the_training_run(tmp_path, capsys,
@@ -508,7 +536,18 @@ def test_convert_cli_refuses_training_calibration_without_the_training_run(tmp_p
                                  "-o", tmp_path / "out")
         assert "--calib training takes the images the model was trained on" in err
         assert "--calib IMAGES.npz" in err
-    assert list((tmp_path / "out").glob("*")) == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_cli_refuses_training_calibration_of_imagenet_weights(tmp_path, capsys,
+                                                                      fixtures_path):
+    """The issue's command: `python -m tflite.convert mobilevitv3_xxs --weights X.pt` with
+    the default --calib training (was: calibrated on grey 32x32 Fashion-MNIST)."""
+    err = _convert_cli_error(capsys, "mobilevitv3_xxs", "--weights",
+                             fixtures_path / "mobilevit_v3_xxs.pt", "--input-size", 64,
+                             "-o", tmp_path / "out")
+    assert "--calib training takes the images the model was trained on" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_convert_cli_refuses_a_training_run_of_another_image_size(tiny_keras, tmp_path, capsys):

@@ -191,6 +191,36 @@ def test_task_run_flags_are_checked_before_any_work(tmp_path, capsys, args, mess
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--runs", "0"], "--runs: must be at least 1, got 0"),
+    (["--warmup", "-1"], "--warmup: must be at least 0, got -1"),
+    (["--threads", "0"], "--threads: must be at least 1, got 0"),
+    (["--eval-limit", "-1"], "--eval-limit: must be at least 1, got -1"),  # dropped one image
+    (["--size", "0"], "--size: must be at least 32, got 0"),
+    (["--latency-models", "mobilevit_xxl"], "--latency-models mobilevit_xxl: not a variant"),
+    (["--qat-run", "cls"], "--qat-run needs --float-run"),  # was ignored silently
+    (["--float-run", "cls", "--qat-run", "seg"], "--qat-run SEG is not a classification run"),
+    (["--tasks", "segmentation", "--seg-qat-model", "missing.keras"], "missing.keras: no such"),
+    (["--latency-models", "mobilevit_xxs", "--benchmarks-md", "missing.md"], "no such file"),
+    (["--latency-models", "mobilevit_xxs", "--out", "file/out"], "is a file, not a folder"),
+])
+def test_benchmark_argument_errors_come_before_any_work(tmp_path, capsys, args, message):
+    """Issue 11 item 5's siblings in the benchmark command: these failed after minutes of
+    conversion and timing (a traceback, the report lost) or were accepted silently."""
+    runs = {name: _fake_run(tmp_path / name, task) for name, task in
+            (("seg", "segmentation"), ("cls", "classification"))}
+    (tmp_path / "file").write_text("mine")
+    argv = [runs.get(a, str(tmp_path / a) if a.endswith((".keras", ".md", "/out")) else a)
+            for a in args]
+    argv += [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.replace("SEG", runs["seg"]) in error, error
+    assert not (tmp_path / "out").exists() and (tmp_path / "file").read_text() == "mine"
+
+
 def _row(**scores):
     return {**scores, "size_bytes": 2e6, "size_vs_float32": 0.25, "peak_rss_bytes": 2**25,
             "latency_1_thread": {"p50_ms": 10.0, "p90_ms": 12.0}}

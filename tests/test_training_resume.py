@@ -55,15 +55,19 @@ def test_resume_after_a_crash_mid_epoch(tmp_path, monkeypatch, capsys):
                     *TINY_ARGS[:-1], "0.9"], build_model=training_utils.tiny_cnn)
 
 
+@pytest.mark.parametrize("dies", ["after", "before"])
 def test_kill_right_after_an_epoch_end_checkpoint_keeps_the_history_row(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, dies):
     """The epoch's last step is a checkpoint step (4 of 4, every 2): a kill right after
-    that checkpoint must not lose the epoch's row (issue 11, item 6)."""
+    that checkpoint must not lose the epoch's row (issue 11, item 6); a kill between the
+    row and the checkpoint must not leave the row twice (the rerun redoes the epoch)."""
     folder = training_utils.make_image_folder(tmp_path / "images", per_class=10)
     out = tmp_path / "run"
     original = checkpoint.CheckpointManager.save
 
     def save_then_die(self, model, step):
+        if step == 4 and dies == "before":
+            raise Crash
         original(self, model, step)
         if step == 4:
             raise Crash
@@ -71,6 +75,9 @@ def test_kill_right_after_an_epoch_end_checkpoint_keeps_the_history_row(
     monkeypatch.setattr(checkpoint.CheckpointManager, "save", save_then_die)
     with pytest.raises(Crash):
         _run(folder, out, monkeypatch)
+    assert [row["epoch"] for row in _history(out)] == [0]  # the row came first
+    latest = json.loads((out / "checkpoints" / "latest.json").read_text())
+    assert latest["checkpoints"][0]["step"] == (4 if dies == "after" else 2)
     monkeypatch.setattr(checkpoint.CheckpointManager, "save", original)
     _run(folder, out, monkeypatch)
     assert [row["epoch"] for row in _history(out)] == [0, 1, 2]

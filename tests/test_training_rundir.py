@@ -1,30 +1,46 @@
 """The run folder: argument checks, what --restart deletes, the lock, labels, plugins.
 
 The README's promises about a run's folder (`PROMISES`) are checked word for word
-against README.md, and each is exercised by a test here or in test_training_resume.py.
+against README.md, and each is exercised by a test here or in test_training_resume.py:
+"second" by test_a_live_run_holds_the_folder_and_a_dead_one_does_not,
+test_sigkill_and_rerun_resumes_tiny_model (refused while alive, resumed after SIGKILL)
+and test_resume_after_a_crash_mid_epoch (a finished run rerun); "killed" by
+test_kill_right_after_an_epoch_end_checkpoint_keeps_the_history_row (the same files as
+an uninterrupted run) and the SIGKILL tests.
 """
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 import training_utils
+from keras_mobilevit.fileio import TEMP_PREFIX
 from training import checkpoint, config, options, rundir, train
 
 REPO = Path(__file__).resolve().parents[1]
 PROMISES = {
     "deletes": "`--restart` deletes only the files a run writes (`config.json`, "
                "`labels.txt`, `history.csv`, `curves.png`, `summary.json`, `model.keras`, "
-               "`checkpoints/`, `logs/` and their `.tmp-<pid>-` temporaries)",
+               "`predictions.png`, `checkpoints/`, `logs/` and their `.tmp-<pid>-` "
+               "temporaries)",
     "foreign": "A folder that is not empty and has no `.keras_mobilevit-run` marker is "
                "refused, and nothing in it is touched.",
-    "second": "A second run into the folder of a run that is still alive is refused",
-    "killed": "A killed run keeps its last checkpoint",
+    "second": "A second run into the folder of a run that is still alive is refused (an OS "
+              "lock on the marker, which the OS drops when a run dies, even by SIGKILL); a "
+              "second run after the first has ended resumes it, or, when the first "
+              "finished, writes the same artifacts again.",
+    "killed": "A killed run keeps its last checkpoint (every `--checkpoint-every` steps and "
+              "at each epoch end, after that epoch's `history.csv` row), and rerunning the "
+              "same command resumes from it and ends with the same files as an "
+              "uninterrupted run.",
     "arguments": "Bad arguments (`--epochs 0`, `--batch-size -1`, an `--output-dir` that "
                  "is a file, ...) stop the command with a one-line error and exit code 2 "
-                 "before anything is built or written.",
+                 "before anything is built or written; a model they cannot make "
+                 "(`--image-size 16`) stops it with exit code 2 before the folder is "
+                 "touched.",
 }
 TINY = ["--image-size", "16", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch",
         "2", "--no-multi-scale", "--warmup-steps", "0"]
@@ -40,19 +56,46 @@ def test_readme_states_the_promises():
                                  ["--steps-per-epoch", "-3"], ["--batch-size", "0"],
                                  ["--batch-size", "-1"], ["--image-size", "0"],
                                  ["--checkpoint-every", "-5"], ["--epochs", "two"],
-                                 ["--output-dir", "FILE"], ["--from", "missing.keras"]])
+                                 ["--output-dir", "FILE"], ["--output-dir", "FILE/run"],
+                                 ["--from", "missing.keras"],
+                                 ["--task", "segmentation", "--epochs", "0"],
+                                 ["--task", "detection", "--batch-size", "-1"],
+                                 ["--task", "detection", "--output-dir", "FILE"]])
 def test_bad_arguments_exit_2_before_anything_is_written(bad, tmp_path, capsys):
     assert PROMISES["arguments"]
     (tmp_path / "file").write_text("mine")
-    bad = [str(tmp_path / "file") if arg == "FILE" else arg for arg in bad]
+    bad = [arg.replace("FILE", str(tmp_path / "file")) for arg in bad]
     out = tmp_path / "out"
     argv = ["--output-dir", str(out), *bad] if "--output-dir" not in bad else bad
     with pytest.raises(SystemExit) as exit_info:
         train.main(argv)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "error:" in error and bad[0] in error
+    assert "error:" in error and bad[-2] in error
     assert not out.exists() and (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_model_the_arguments_cannot_build_is_an_argument_error_before_restart(
+        tmp_path, capsys):
+    """`--image-size 16` (MobileViT needs 32) was a ValueError traceback after the folder
+    was claimed, config.json written and, with --restart, the earlier run deleted."""
+    assert PROMISES["arguments"]
+    folder = training_utils.make_image_folder(tmp_path / "images", per_class=4)
+    out = tmp_path / "run"
+    train.main(["--image-folder", str(folder), "--output-dir", str(out), *TINY],
+               build_model=training_utils.tiny_cnn)
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+              if p.is_file()}
+    for target in (out, tmp_path / "new"):
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(["--image-folder", str(folder), "--output-dir", str(target), *TINY,
+                        "--restart"])  # TINY's --image-size 16, the real model
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "error: the model cannot be built" in error and "at least 32 pixels" in error
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+            if p.is_file()} == before
+    assert not (tmp_path / "new").exists()
 
 
 def _user_folder(root):
@@ -64,19 +107,21 @@ def _user_folder(root):
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
 
 
-@pytest.mark.parametrize("extra", [[], ["--epochs", "0"]])
-def test_restart_refuses_a_folder_that_is_not_a_run(tmp_path, extra):
+@pytest.mark.parametrize("extra", [["--restart"], ["--restart", "--epochs", "0"], [],
+                                   ["--task", "segmentation", "--restart"]])
+def test_a_folder_that_is_not_a_run_is_refused_untouched(tmp_path, extra, capsys):
+    """Issue 11 item 1: `--restart` deleted the user's logs/, history.csv and .tmp-*
+    files (even when a later flag was bad); without it, .tmp-* files went."""
     assert PROMISES["foreign"]
     folder = training_utils.make_image_folder(tmp_path / "images", per_class=4)
     out = tmp_path / "mine"
     before = _user_folder(out)
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--image-folder", str(folder), "--output-dir", str(out), "--restart",
-                    *TINY, *extra], build_model=training_utils.tiny_cnn)
-    if extra:
-        assert exit_info.value.code == 2
-    else:
-        assert "holds no training run" in str(exit_info.value)
+        train.main(["--image-folder", str(folder), "--output-dir", str(out), *TINY, *extra],
+                   build_model=training_utils.tiny_cnn)
+    assert exit_info.value.code == 2  # an argument error, before the data is even opened
+    error = capsys.readouterr().err
+    assert ("--epochs" in error) if "--epochs" in extra else ("holds no training run" in error)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
     assert (out / "history.csv").read_text() == "my,own\n1,2\n"
 
@@ -106,11 +151,27 @@ def test_restart_deletes_only_run_files_and_labels_are_saved(tmp_path):
     assert not any(p.exists() for p in stale)
     plant()
     (out / "history.csv").write_text("epoch,loss\n5,1.0\n")  # the old run's files go
+    (out / "predictions.png").write_bytes(b"a segmentation run's figure")
     train.main([*args, "--restart"], build_model=training_utils.tiny_cnn)
+    assert not (out / "predictions.png").exists()
     mine.remove(out / "checkpoints" / ".tmp-mine")  # inside checkpoints/: deleted with it
     assert [p.read_text() for p in mine] == ["keep"] * len(mine)
     assert not any(p.exists() for p in stale)
     assert "5,1.0" not in (out / "history.csv").read_text()
+
+
+def test_the_readme_names_exactly_the_files_restart_deletes():
+    """The file list of the "deletes" promise is `rundir.RUN_FILES`, which holds every
+    file a run of any task writes (segmentation / detection: predictions.png)."""
+    from training.segdet import detection, segmentation
+
+    listed = re.findall(r"`([^`]+)`", PROMISES["deletes"].split("(", 1)[1])
+    assert [name.rstrip("/") for name in listed[:-1]] == list(rundir.RUN_FILES)
+    assert listed[-1] == f"{TEMP_PREFIX}<pid>-"
+    assert segmentation.FIGURE in rundir.RUN_FILES and detection.FIGURE in rundir.RUN_FILES
+    readme = " ".join((REPO / "training" / "README.md").read_text(encoding="utf-8").split())
+    for name in rundir.RUN_FILES:  # and the run-folder table documents each of them
+        assert f"`{name}" in readme, name
 
 
 def test_a_live_run_holds_the_folder_and_a_dead_one_does_not(tmp_path):
@@ -211,3 +272,23 @@ def test_evaluate_rejects_bad_numbers_with_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["model.keras", *bad])
     assert exit_info.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, flag", [("evaluate", "--json"),
+                                           ("benchmark", "--markdown"),
+                                           ("benchmark", "--json")])
+@pytest.mark.parametrize("target", ["missing/out.txt", "folder"])
+def test_report_paths_are_checked_before_the_long_part(command, flag, target, tmp_path, capsys):
+    """Siblings of issue 11 item 5: a --json / --markdown path in a missing folder (or
+    naming a folder) failed with a traceback after the whole evaluation or benchmark."""
+    import importlib
+
+    (tmp_path / "folder").mkdir()
+    module = importlib.import_module(f"training.{command}")
+    argv = (["--model", "mobilevitv3_xxs"] if command == "evaluate" else []) + [
+        flag, str(tmp_path / target)]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]

@@ -216,6 +216,26 @@ def test_keras_weights_file_roundtrip(tmp_path, fixtures_path):
     np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+@pytest.mark.parametrize("build", [
+    lambda path: kmv.create_model("mobilevit_xxs", weights=path, input_shape=(64, 64, 3)),
+    lambda path: kmv.DeepLabV3("mobilevit_xxs", weights=path, input_shape=(64, 64, 3)),
+    lambda path: kmv.SSDLite("mobilevit_xxs", weights=path)],
+    ids=["classifier", "deeplabv3", "ssdlite"])
+def test_checkpoint_larger_than_the_model_needs_is_refused_unread(tmp_path, build):
+    """Issue 11 item 3: a .pt is read with the bytes the model can need
+    (`max_checkpoint_bytes`), not the reader's 1 GiB default (segmentation / detection
+    used the default). 64 MiB of zeros in a ~65 KB file (standing for 1 GiB) named by one
+    storage: refused from the zip directory."""
+    from test_torch_reader import Storage, Tensor, deflated_checkpoint
+
+    obj = {"seg_head.w": Tensor(Storage("0", 16 << 20), [16 << 20], [1])}
+    path = deflated_checkpoint(tmp_path / "bomb.pt", obj, {"0": bytes(64 << 20)})
+    assert path.stat().st_size < 200_000
+    with pytest.raises(CheckpointError, match=r"storage records hold 67108864 bytes, more than "
+                                              r"the \d+ this load allows"):
+        build(str(path))
+
+
 # --- Damaged cache entries (issue 11 item 8) and sha256 pins (issue 14 item 5).
 
 

@@ -399,16 +399,55 @@ def _calibration_count(text):
     return count
 
 
+def _at_least(low):
+    """An argparse `type`: an int >= `low`."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+def _check_arguments(parser, args):
+    """Argument errors that argparse cannot see, raised before anything is measured or
+    written (the parts run for minutes each and the report is written after each)."""
+    unknown = [name for name in args.latency_models if name not in kmv.list_models()]
+    if unknown:
+        parser.error(f"--latency-models {' '.join(unknown)}: not a variant; one of "
+                     + ", ".join(kmv.list_models()))
+    if args.qat_run and not args.float_run:
+        parser.error("--qat-run needs --float-run (the float model it is measured against)")
+    for flag, folder in (("--qat-run", args.qat_run),):
+        if folder and _run_task(parser, flag, folder) != "classification":
+            parser.error(f"{flag} {folder} is not a classification run")
+    for flag, path in (("--seg-qat-model", args.seg_qat_model),
+                       ("--det-qat-model", args.det_qat_model)):
+        if path and not os.path.isfile(path):
+            parser.error(f"{flag} {path}: no such file")
+    if args.benchmarks_md and not os.path.isfile(args.benchmarks_md):
+        parser.error(f"--benchmarks-md {args.benchmarks_md}: no such file (it updates the "
+                     "LiteRT section of an existing BENCHMARKS.md)")
+    if args.out and fileio.folder_problem(args.out):
+        parser.error(f"--out {args.out}: {fileio.folder_problem(args.out)}")
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m tflite.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--float-run", help="training run folder of the float model")
     parser.add_argument("--qat-run", help="training run folder of the QAT model")
-    parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N held-out images")
+    parser.add_argument("--eval-limit", type=_at_least(1), default=None,
+                        help="evaluate on the first N held-out images")
     parser.add_argument("--latency-models", nargs="*", default=[], help="variants to time at --size")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="N for the N-thread runs")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--size", type=_at_least(kmv.models.MIN_INPUT_SIZE), default=256)
+    parser.add_argument("--threads", type=_at_least(1), default=os.cpu_count() or 1,
+                        help="N for the N-thread runs")
+    parser.add_argument("--warmup", type=_at_least(0), default=10)
+    parser.add_argument("--runs", type=_at_least(1), default=50)
     parser.add_argument("--naive-ptq", action="store_true", help="also the converter's own PTQ (slow graph)")
     parser.add_argument("--edge-quantizer", action="store_true",
                         help="also Google's ai-edge-quantizer static int8 of the float32 file, "
@@ -462,6 +501,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.render:
         return _render(args)
+    _check_arguments(parser, args)
     task_runs = _task_runs(parser, args)
     out = args.out or os.path.join("tflite", "results", datetime.date.today().isoformat())
     command = " ".join(argv if argv is not None else sys.argv[1:])

@@ -144,7 +144,23 @@ def calibration_data(source, input_shape, num_samples=100, run_dir=None, seed=0)
     if source == "random":
         rng = np.random.default_rng(seed)
         return rng.uniform(0, 255, (num_samples, *input_shape)).astype(np.float32)
-    if source.endswith(".npz"):
-        with np.load(source) as f:
-            return f["images"] if "images" in f else f[f.files[0]]
-    return np.load(source)
+    return _read_images(source)
+
+
+def _read_images(path):
+    """The image array of a .npy, or of a .npz (its "images", else its only array)."""
+    try:
+        if not path.endswith(".npz"):
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as f:
+            if "images" not in f.files and len(f.files) != 1:
+                raise CalibrationSourceError(
+                    f"{path} holds {len(f.files)} arrays {f.files[:5]} and none named "
+                    "'images': save the calibration images as images=...")
+            return f["images" if "images" in f.files else f.files[0]]
+    except CalibrationSourceError:
+        raise
+    except Exception as e:  # noqa: BLE001  (a damaged .npz/.npy fails in numpy or zipfile)
+        raise CalibrationSourceError(
+            f"cannot read calibration images from {path} ({type(e).__name__}: "
+            f"{str(e)[:200]}): save them with numpy.savez(path, images=array)") from None

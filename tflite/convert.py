@@ -462,10 +462,16 @@ def _task_options(args, model):
     return {}
 
 
+def _check_output_folder(parser, path):
+    """Stop with an argument error when `path` cannot become the output folder (a file,
+    or under one); reads only: the folder is created once every check has passed."""
+    problem = fileio.folder_problem(path)
+    if problem:
+        parser.error(f"-o/--output-dir {path}: {problem}: name a folder")
+
+
 def _output_folder(parser, path):
     """Create the output folder, or stop with an argument error (before any conversion)."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        parser.error(f"-o/--output-dir {path} is a file, not a folder: name a folder")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
@@ -516,7 +522,7 @@ def _input_size(args, model):
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    _output_folder(parser, args.output_dir)
+    _check_output_folder(parser, args.output_dir)
     try:
         model = _build_model(args)
     except ValueError as e:
@@ -528,6 +534,7 @@ def main(argv=None):
     names = _labels(parser, args, model)
     stem = args.name or model.name
     options = _task_options(args, model)
+    _output_folder(parser, args.output_dir)
     for mode in modes:
         content = convert(model, mode, samples, io_dtype=args.io_dtype, input_size=size,
                           num_calibration_samples=args.num_calib, output=args.output,

@@ -168,6 +168,11 @@ def main(argv=None):
     parser.add_argument("--markdown", metavar="PATH", help="write the table here")
     parser.add_argument("--json", metavar="PATH", help="write raw results here")
     args = parser.parse_args(argv)
+    for flag, path in (("--markdown", args.markdown), ("--json", args.json)):
+        if path and (Path(path).is_dir() or not Path(path).parent.is_dir()):
+            # (keras_mobilevit.fileio.output_file_problem, without importing Keras here)
+            parser.error(f"{flag} {path}: not a file in an existing folder (checked now, "
+                         "not after minutes of measuring)")
     variants = [v for v in VARIANTS if not args.only or v.kind == args.only]
     context = multiprocessing.get_context("spawn")
     results = []
@@ -186,10 +191,12 @@ def main(argv=None):
     command = "python training/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = markdown(results, command.strip())
     print(table)
+    from keras_mobilevit.fileio import write_text_atomic  # measured: the parent may import
+
     if args.markdown:
-        Path(args.markdown).write_text(table)
+        write_text_atomic(args.markdown, table)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        write_text_atomic(args.json, json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

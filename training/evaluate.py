@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import keras_mobilevit as kmv  # noqa: E402
-from keras_mobilevit.fileio import write_text_atomic  # noqa: E402
+from keras_mobilevit.fileio import output_file_problem, write_text_atomic  # noqa: E402
 from training import data, models, options, pipeline, recipes, rundir  # noqa: E402
 
 
@@ -61,6 +61,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not args.model_path and not args.model:
         parser.error("give a MODEL.keras or --model NAME")
+    if args.json and output_file_problem(args.json):  # not after the evaluation
+        parser.error(f"--json {args.json}: {output_file_problem(args.json)}")
     return args
 
 

@@ -4,8 +4,10 @@ Everything task-specific (model, loss, metrics, datasets) comes from the run's
 `tasks.Task`; the output folder has been claimed and prepared (training/rundir.py).
 
 Example:
-    >>> summary = train(config, tasks.get_task(config.task), source,
-    ...                 tf.distribute.get_strategy(), Path("runs/x"), chief=True)
+    >>> task, strategy = tasks.get_task(config.task), tf.distribute.get_strategy()
+    >>> model = build(config, task, strategy)       # before the folder is claimed
+    >>> summary = train(config, task, source, strategy, Path("runs/x"), chief=True,
+    ...                 model=model)
 """
 
 import functools
@@ -20,17 +22,25 @@ from training import callbacks as cb
 from training import checkpoint, models, reporting
 
 
-def train(config, task, source, strategy, out, chief, build_model=None, verbose="auto"):
-    """Trains (resuming if `out` has checkpoints), evaluates, saves; returns the summary.
+def build(config, task, strategy, build_model=None):
+    """The compiled model of the run, in `strategy`'s scope (ValueError: the arguments
+    cannot make it, e.g. an image size the model cannot take).
 
     build_model: `config -> uncompiled keras.Model`, instead of `task.build_model`.
     """
-    start = time.time()
-    manager = checkpoint.CheckpointManager(out / "checkpoints", write=chief)
     with strategy.scope():
         model = (build_model or task.build_model)(config)
         models.compile_model(model, config, task.make_loss(config), task.make_metrics(config),
                              task.lr_multipliers(config))
+    return model
+
+
+def train(config, task, source, strategy, out, chief, model, verbose="auto"):
+    """Trains `model` (`build`; resuming if `out` has checkpoints), evaluates, saves;
+    returns the summary."""
+    start = time.time()
+    manager = checkpoint.CheckpointManager(out / "checkpoints", write=chief)
+    with strategy.scope():
         step = manager.restore(model)
     resumed = step > 0
     if resumed:

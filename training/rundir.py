@@ -25,7 +25,7 @@ import re
 import shutil
 from pathlib import Path
 
-from keras_mobilevit.fileio import TEMP_PREFIX, write_text_atomic
+from keras_mobilevit.fileio import TEMP_PREFIX, folder_problem, write_text_atomic
 from training import checkpoint
 from training.config import TrainConfig
 from training.options import compared_keys
@@ -33,7 +33,7 @@ from training.options import compared_keys
 MARKER = ".keras_mobilevit-run"
 CONFIG, LABELS = "config.json", "labels.txt"
 RUN_FILES = (CONFIG, LABELS, "history.csv", "curves.png", "summary.json", "model.keras",
-             "checkpoints", "logs")
+             "predictions.png", "checkpoints", "logs")  # predictions.png: segmentation/detection
 # Temporaries of our writers (keras_mobilevit.fileio): ".tmp-<pid>-<file>".
 _OUR_TEMPORARY = re.compile(re.escape(TEMP_PREFIX) + r"\d+-(" + "|".join(
     [re.escape(name) for name in RUN_FILES] + [r"ckpt-\d+\.weights\.h5",
@@ -50,15 +50,7 @@ def claim(out):
 
     Raises RunDirError when `out` is a foreign non-empty folder or a live run holds it.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--output-dir {out} is a file, not a folder.")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise RunDirError(
-            f"--output-dir {out} is not empty and holds no training run (no {MARKER} "
-            "file): choose a new or empty folder; nothing in it was changed. (A run "
-            "folder of an older version: create the marker with "
-            f"`touch {out / MARKER}`.)")
+    out = check_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / MARKER, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -75,6 +67,25 @@ def claim(out):
         yield out
     finally:
         os.close(fd)  # releases the lock
+
+
+def check_folder(out):
+    """`out` as a Path if a run may use it (reads only); else RunDirError saying why.
+
+    Usable: a new folder whose nearest existing parent is a folder, an empty folder, or
+    the folder of an earlier run (its marker). train.py checks an explicit --output-dir
+    with this before anything is built, and `claim` again when it takes the folder.
+    """
+    out = Path(out)
+    if folder_problem(out):
+        raise RunDirError(f"--output-dir {out}: {folder_problem(out)}.")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise RunDirError(
+            f"--output-dir {out} is not empty and holds no training run (no {MARKER} "
+            "file): choose a new or empty folder; nothing in it was changed. (A run "
+            "folder of an older version: create the marker with "
+            f"`touch {out / MARKER}`.)")
+    return out
 
 
 def prepare(out, config, restart=False, chief=True):

@@ -65,9 +65,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     config = TrainConfig(**options.collect(args, TrainConfig),
                          segdet=SegDetOptions(**options.collect(args, SegDetOptions)))
-    if config.output_dir and Path(config.output_dir).exists() \
-            and not Path(config.output_dir).is_dir():
-        parser.error(f"--output-dir {config.output_dir} is a file, not a folder")
+    if config.output_dir:  # the default folder is known once the dataset is: claim checks it
+        try:
+            rundir.check_folder(config.output_dir)
+        except rundir.RunDirError as error:
+            parser.error(str(error).rstrip("."))
     if config.from_model and not Path(config.from_model).is_file():
         parser.error(f"--from {config.from_model}: no such file")
     named = NAMED_WEIGHTS[config.task]
@@ -125,11 +127,17 @@ def main(argv=None, build_model=None):
         keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
     out = Path(config.output_dir or Path("runs") / (
         f"{task.run_prefix}{config.model}-{config.dataset.replace('/', '_')}"))
+    try:  # built before the folder is touched: bad values for the model are argument errors
+        model = loop.build(config, task, strategy, build_model)
+    except ValueError as error:  # e.g. --image-size 16; kmv.CheckpointError (--weights)
+        print(f"{Path(sys.argv[0]).name}: error: the model cannot be built from these "
+              f"arguments: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         with rundir.claim(out) if chief else contextlib.nullcontext():
             rundir.prepare(out, config, config.restart, chief)
             print(describe(config, source, strategy, out))
-            summary = loop.train(config, task, source, strategy, out, chief, build_model)
+            summary = loop.train(config, task, source, strategy, out, chief, model)
     except rundir.RunDirError as error:
         raise SystemExit(f"error: {error}") from None
     if chief:
