@@ -346,3 +346,22 @@ def test_ptq_rows_per_range_method(monkeypatch):
     assert benchmark._parser().parse_args(["--ptq-ranges", "mse"]).ptq_ranges == ["mse"]
     with pytest.raises(SystemExit):
         benchmark._parser().parse_args(["--ptq-ranges", "kl"])
+
+
+def test_classification_targets_judge_every_ptq_row():
+    """Issue 15's PTQ target (within 0.5 point of float top-1, >= 98% agreement) is
+    judged on each int8 PTQ row the run has, one range method a row."""
+    rows = {"float32": {"top1": 0.8827, "agreement_with_float_keras": 1.0},
+            "int8 PTQ": {"top1": 0.8807, "agreement_with_float_keras": 0.979},
+            "int8 PTQ (mse ranges)": {"top1": 0.8820, "agreement_with_float_keras": 0.9877},
+            "int8 PTQ (percentile ranges)": {"error": "conversion refused: x"},
+            "int8 QAT": {"top1": 0.8783, "agreement_with_float_keras": 0.97}}
+    report = {"targets": benchmark.TARGETS, "accuracy": {
+        "model": "mobilevitv3_xxs", "float_keras_top1": 0.8827, "results": rows}}
+    lines = benchmark_report.targets(report)
+    assert ("- int8 PTQ top-1 within 0.5 point of float, agreement >= 98% (mobilevitv3_xxs): "
+            "-0.20 points, 97.90%: **not met**") in lines
+    assert ("- int8 PTQ (mse ranges) top-1 within 0.5 point of float, agreement >= 98% "
+            "(mobilevitv3_xxs): -0.07 points, 98.77%: **met**") in lines
+    assert not any("percentile" in line for line in lines)  # a refused row is not judged
+    assert any(line.startswith("- QAT int8 top-1 within 1.0 point") for line in lines)

@@ -43,9 +43,26 @@ def targets(report):
         lines.append(f"- QAT int8 top-1 within {goal['qat_top1_gap_points']:.1f} point of float "
                      f"({acc['model']}): {gap:+.2f} points: "
                      f"{_verdict(gap >= -goal['qat_top1_gap_points'])}")
+    if acc and "ptq_top1_gap_points" in goal:
+        lines += _ptq_targets(acc, goal)
     for entry in report.get("latency", []):
         lines += _latency_targets(entry, goal)
     return ["## Targets", ""] + lines + [""] if lines else []
+
+
+def _ptq_targets(acc, goal):
+    """Each int8 PTQ row of the accuracy part: top-1 within the gap of float, agreement."""
+    lines = []
+    for label, row in acc["results"].items():
+        if not label.startswith("int8 PTQ") or "error" in row:
+            continue
+        gap = 100 * (row["top1"] - acc["float_keras_top1"])
+        limit, agree = goal["ptq_top1_gap_points"], goal["ptq_agreement"]
+        ok = gap >= -limit and row["agreement_with_float_keras"] >= agree
+        lines.append(f"- {label} top-1 within {limit:.1f} point of float, agreement >= "
+                     f"{agree:.0%} ({acc['model']}): {gap:+.2f} points, "
+                     f"{row['agreement_with_float_keras']:.2%}: {_verdict(ok)}")
+    return lines
 
 
 def task_targets(report):
