@@ -16,7 +16,7 @@ import keras_mobilevit as kmv  # noqa: E402
 import segdet_utils  # noqa: E402
 from keras_mobilevit import layers as kmv_layers  # noqa: E402
 from tflite import (benchmark, benchmark_report, convert, data, latency,  # noqa: E402
-                    quant_error, task_accuracy)
+                    qat, quant_error, task_accuracy)
 from training.datasets.fashion_scenes import make_scenes  # noqa: E402
 from training.segdet import detection, segmentation  # noqa: E402
 
@@ -336,12 +336,12 @@ def test_ptq_rows_per_range_method(monkeypatch):
     monkeypatch.setattr(benchmark, "convert_isolated", fake_convert)
     paths, refused = benchmark._convert_variants(
         "m.keras", "/tmp/m", None, naive_ptq=False, ptq_ranges=["mse", "minmax", "percentile"])
-    assert not refused
+    assert not refused and qat.DEFAULT_RANGES == "mse"
     assert paths == {"float32": "/tmp/m_float32.tflite", "int8 PTQ": "/tmp/m_int8.tflite",
-                     "int8 PTQ (mse ranges)": "/tmp/m_int8_mse.tflite",
+                     "int8 PTQ (minmax ranges)": "/tmp/m_int8_minmax.tflite",
                      "int8 PTQ (percentile ranges)": "/tmp/m_int8_percentile.tflite"}
-    assert calls["/tmp/m_int8.tflite"] == ("int8", None)  # convert's default: minmax
-    assert calls["/tmp/m_int8_mse.tflite"] == ("int8", "mse")
+    assert calls["/tmp/m_int8.tflite"] == ("int8", None)  # convert's default
+    assert calls["/tmp/m_int8_minmax.tflite"] == ("int8", "minmax")
     assert calls["/tmp/m_int8_percentile.tflite"] == ("int8", "percentile")
     assert benchmark._parser().parse_args(["--ptq-ranges", "mse"]).ptq_ranges == ["mse"]
     with pytest.raises(SystemExit):

@@ -66,7 +66,8 @@ class Histogram:
         zero = v == 0.0
         self.zeros += float(zero.sum())
         idx = np.floor((v[~zero] - self.lo) / (self.hi - self.lo) * self.bins)
-        np.add.at(self.counts, np.clip(idx, 0, self.bins - 1).astype(np.int64), 1.0)
+        self.counts += np.bincount(np.clip(idx, 0, self.bins - 1).astype(np.int64),
+                                   minlength=self.bins)
         return self
 
 
