@@ -336,13 +336,13 @@ def test_ptq_rows_per_range_method(monkeypatch):
     monkeypatch.setattr(benchmark, "convert_isolated", fake_convert)
     paths, refused = benchmark._convert_variants(
         "m.keras", "/tmp/m", None, naive_ptq=False, ptq_ranges=["mse", "minmax", "percentile"])
-    assert not refused and qat.DEFAULT_RANGES == "mse"
+    assert not refused and qat.DEFAULT_RANGES == "percentile"
     assert paths == {"float32": "/tmp/m_float32.tflite", "int8 PTQ": "/tmp/m_int8.tflite",
-                     "int8 PTQ (minmax ranges)": "/tmp/m_int8_minmax.tflite",
-                     "int8 PTQ (percentile ranges)": "/tmp/m_int8_percentile.tflite"}
+                     "int8 PTQ (mse ranges)": "/tmp/m_int8_mse.tflite",
+                     "int8 PTQ (minmax ranges)": "/tmp/m_int8_minmax.tflite"}
     assert calls["/tmp/m_int8.tflite"] == ("int8", None)  # convert's default
     assert calls["/tmp/m_int8_minmax.tflite"] == ("int8", "minmax")
-    assert calls["/tmp/m_int8_percentile.tflite"] == ("int8", "percentile")
+    assert calls["/tmp/m_int8_mse.tflite"] == ("int8", "mse")
     assert benchmark._parser().parse_args(["--ptq-ranges", "mse"]).ptq_ranges == ["mse"]
     with pytest.raises(SystemExit):
         benchmark._parser().parse_args(["--ptq-ranges", "kl"])

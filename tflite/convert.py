@@ -184,7 +184,7 @@ def convert(
         output: None (the model's own output), "logits" or "probabilities": the latter
             adds a softmax to a logits model (`with_output`).
         ranges: how the QAT twin's calibration (`ptq="auto"`) chooses each activation
-            range: "mse" (default), "percentile" or "minmax" (`qat.calibrate`).
+            range: "percentile" (default), "mse" or "minmax" (`qat.calibrate`).
         task: what the graph ends in: "auto" (read from the model's outputs) or one of
             `tasks.TASKS`: a classifier's own output; a segmenter's class map or logits
             at the input size; a detector's TFLite_Detection_PostProcess (its outputs
@@ -400,9 +400,9 @@ def _parser():
                         "fast graph) or 'converter' (the converter's own calibration, slower)")
     parser.add_argument("--ranges", default=qat.DEFAULT_RANGES, choices=range_search.METHODS,
                         help="how --ptq auto chooses each activation range from the calibration "
-                        f"images (default {qat.DEFAULT_RANGES}; mse: least expected squared "
-                        "int8 error; percentile: 99.99th percentiles; minmax: the observed "
-                        "min/max, one pass, faster)")
+                        f"images (default {qat.DEFAULT_RANGES}; percentile: the 0.01th and "
+                        "99.99th percentiles; mse: least expected squared int8 error; minmax: "
+                        "the observed min/max, one pass, faster)")
     parser.add_argument("--weights", default=None, help="weights for a variant name (file path)")
     parser.add_argument("--classes", type=_positive_int, default=None,
                         help="classes of a model built by name (default: 1000 for a classifier, "
