@@ -56,8 +56,8 @@ def kmv_seg_run(seg_run, tmp_path_factory):
     for i in range(3):
         x = kmv_layers.ConvNormAct(8 * (i + 1), 3, strides=2, name=f"layer_{i}")(x)
     x = kmv_layers.ConvNormAct(CLASSES, 1, use_norm=False, activation=None, name="head")(x)
-    keras.Model(inputs, kmv_layers.PatchResize(name="up")([x, inputs])).save(
-        root / "model.keras")
+    keras.Model(inputs, kmv_layers.PatchResize(name="up")([x, inputs]),
+                name="kmv_segmenter").save(root / "model.keras")
     return root
 
 
@@ -76,7 +76,8 @@ def test_quant_error_leaves_one_part_at_a_time_in_float(kmv_seg_run):
     assert not any(q.bypass for q in sum(quant_error.parts(twin).values(), []))
 
 
-def test_quant_error_of_a_detector_compares_boxes_of_confident_anchors():
+def _stand_in_detector():
+    """A tiny detector with keras_mobilevit's post-processing (confident detections)."""
     post = kmv.postprocess.SSDPostprocess([(4, 4), (2, 2)] + [(1, 1)] * 4,
                                           kmv.postprocess.POSTPROCESS["v0.2"])
     count, classes = len(post.anchors), 4
@@ -86,8 +87,28 @@ def test_quant_error_of_a_detector_compares_boxes_of_confident_anchors():
     boxes = keras.layers.Reshape((count, 4))(keras.layers.Dense(count * 4)(x))
     logits = keras.layers.Reshape((count, classes))(keras.layers.Dense(
         count * classes, kernel_initializer=keras.initializers.RandomNormal(0, 9))(x))
-    detector = keras.Model(inputs, {"box_regressions": boxes, "class_logits": logits,
-                                    **post([boxes, logits])})
+    return keras.Model(inputs, {"box_regressions": boxes, "class_logits": logits,
+                                **post([boxes, logits])})
+
+
+def test_detection_agreement_with_an_int8_keras_model():
+    """The op's outputs (normalized y, x order, label - 1) of exactly a Keras model's
+    detections find all of them; moved by 2 pixels, none."""
+    detector = _stand_in_detector()
+    images = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    out = detector.predict(images, verbose=0)
+    as_op = [out["boxes"][..., [1, 0, 3, 2]], out["classes"] - 1.0, out["scores"],
+             out["num_detections"].astype("float32")]
+    same = task_accuracy.detection_agreement(detector, images, as_op)
+    assert same["confident_int8_keras_detections"] > 3
+    assert same["int8_keras_detections_matched"] == 1.0
+    as_op[0] = as_op[0] + 2.0 / SIZE
+    assert task_accuracy.detection_agreement(detector, images, as_op)[
+        "int8_keras_detections_matched"] == 0.0
+
+
+def test_quant_error_of_a_detector_compares_boxes_of_confident_anchors():
+    detector = _stand_in_detector()
     images = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
     same = quant_error.compare("detection", detector, detector, images)
     assert same["confident_anchors"] > 10 and same["box_error_px_p90"] == 0
@@ -122,15 +143,9 @@ def test_float32_tflite_scores_what_keras_scores(seg_run, tmp_path):
     keras_metrics, score = task_accuracy.scorer("segmentation", model, images, masks, CLASSES)
     path = tmp_path / "seg_float32.tflite"
     path.write_bytes(convert.convert(model, "float32"))
-    outputs = latency.predict_outputs(str(path), images)
-    got = score(outputs)
+    got = score(latency.predict_outputs(str(path), images))
     assert len(np.unique(task_accuracy.class_maps(model, images))) > 3  # not a blank map
     assert got["pixel_agreement_with_float_keras"] > 0.999
-    # against any Keras model: the same map as the one it came from, not another's
-    assert task_accuracy.agreement("segmentation", model, images, outputs)[
-        "pixel_agreement_with_int8_keras"] > 0.999
-    assert task_accuracy.agreement("segmentation", model, images[::-1], outputs)[
-        "pixel_agreement_with_int8_keras"] < 0.9  # other images' maps
     np.testing.assert_allclose(got["mean_iou"], keras_metrics["mean_iou"], atol=1e-4)
     # the metric itself: training's MeanIoU, which a blank or a perfect map settles
     assert task_accuracy.mean_iou(masks, masks, CLASSES) == 1.0
@@ -231,8 +246,7 @@ def test_task_accuracy_report(tmp_path):
            "eval_examples": 500, "float_keras": {"mean_iou": 0.62}, "float_run": "runs/s",
            "qat_run": "runs/q", "targets": benchmark.TASK_ACCURACY_TARGETS["segmentation"],
            "results": {"float32": _row(mean_iou=0.62, pixel_agreement_with_float_keras=1.0),
-                       "int8 QAT": _row(mean_iou=0.615, pixel_agreement_with_float_keras=0.98,
-                                        pixel_agreement_with_int8_keras=0.995)}}
+                       "int8 QAT": _row(mean_iou=0.615, pixel_agreement_with_float_keras=0.98)}}
     det = {"task": "detection", "model": "ssdlite_x", "input_shape": [160, 160, 3],
            "eval_examples": 500, "float_keras": {"mAP": 0.3, "mAP50": 0.5},
            "float_run": "runs/d", "qat_run": None,
@@ -251,9 +265,7 @@ def test_task_accuracy_report(tmp_path):
     assert "int8 PTQ finds >= 95% of the float Keras detections" in text
     assert "90.0% of 200: **not met**" in text
     assert "  - of its int8 Keras model's: 96.0% of 190: **met**" in text
-    assert ("| int8 QAT | 61.50% | 98.00% | 99.5% | 2.00 MB | 0.25x | 10.00 ms | 12.00 ms "
-            "| - |") in text
-    assert "| float32 | 62.00% | 100.00% | - | 2.00 MB |" in text
+    assert "| int8 QAT | 61.50% | 98.00% | 2.00 MB | 0.25x | 10.00 ms | 12.00 ms | - |" in text
     assert "| int8 PTQ | 28.00% | 49.00% | 90.0% of 200 | 96.0% of 190 |" in text
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\n## LiteRT benchmarks (tflite/)\n\nkept\n")
@@ -264,23 +276,22 @@ def test_task_accuracy_report(tmp_path):
 
 
 @pytest.mark.slow  # converts twice and runs LiteRT in worker processes: ~1 min on 2 cores
-def test_seg_run_benchmark_end_to_end(seg_run, tmp_path):
+def test_seg_run_benchmark_end_to_end(kmv_seg_run, tmp_path):
     out = tmp_path / "out"
-    assert benchmark.main(["--seg-run", str(seg_run), "--out", str(out), "--threads", "1",
-                           "--warmup", "1", "--runs", "2", "--ptq-ranges", "mse"]) == 0
+    assert benchmark.main(["--seg-run", str(kmv_seg_run), "--out", str(out), "--threads", "1",
+                           "--warmup", "1", "--runs", "2", "--ptq-ranges", "minmax"]) == 0
     report = json.loads((out / "benchmark.json").read_text())
     entry, = report["task_accuracy"]
     rows = entry["results"]
     assert entry["task"] == "segmentation" and entry["eval_examples"] == 5
-    assert set(rows) == {"float32", "int8 PTQ", "int8 PTQ (mse ranges)"}
-    # each int8 file gives the class map of the Keras int8 model it was converted from
-    for label in ("int8 PTQ", "int8 PTQ (mse ranges)"):
-        assert rows[label]["pixel_agreement_with_int8_keras"] > 0.99
+    assert set(rows) == {"float32", "int8 PTQ", "int8 PTQ (minmax ranges)"}
+    for label in ("int8 PTQ", "int8 PTQ (minmax ranges)"):  # close to the float model
+        assert rows[label]["pixel_agreement_with_float_keras"] > 0.95
     np.testing.assert_allclose(rows["float32"]["mean_iou"], entry["float_keras"]["mean_iou"],
                                atol=1e-4)
     assert rows["int8 PTQ"]["size_vs_float32"] < 0.5
     assert 0 <= rows["int8 PTQ"]["mean_iou"] <= 1
-    assert "Segmentation accuracy: tiny_segmenter at 32x32" in (
+    assert "Segmentation accuracy: kmv_segmenter at 32x32" in (
         out / "BENCHMARKS-tflite.md").read_text()
 
 

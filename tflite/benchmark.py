@@ -230,9 +230,9 @@ def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
     """float32 / int8 PTQ (one row per method of `ptq_ranges`) / int8 QAT `.tflite` of a
     trained segmentation or detection run (its config.json says which) on its held-out
     split, beside the float Keras model: mean IoU and pixel agreement, or COCO mAP and
-    the share of confident Keras detections matched (see `task_accuracy`), each int8 row
-    also against the int8 Keras model it was converted from (the calibrated QAT twin, or
-    the QAT run's model: how faithfully conversion keeps its numbers); size, latency,
+    the share of confident Keras detections matched (see `task_accuracy`), a detector's
+    int8 rows also against the int8 Keras model each was converted from (the calibrated
+    QAT twin, or the QAT run's model: what conversion itself changed); size, latency,
     peak memory. int8 is calibrated on the first `num_calib` training images (`convert`
     takes at most 100)."""
     float_path = os.path.join(float_run, "model.keras")
@@ -253,13 +253,14 @@ def task_accuracy_benchmark(float_run, qat_run, workdir, threads, warmup, runs,
     for label, path in paths.items():
         outputs = isolated("predict_outputs", path=path, images=images)
         rows[label].update(score(outputs))
-        if label in sources or label == "int8 QAT":
+        if task == "detection" and (label in sources or label == "int8 QAT"):
             # the int8 Keras model this file was converted from, as `convert` makes it
             int8_keras = (qat.load_keras_model(os.path.join(qat_run, "model.keras"))
                           if label == "int8 QAT" else
                           convert_lib.ptq_twin(float_model, calib, sources[label]))
             if qat.fake_quant_layers(int8_keras):  # else no int8 Keras model exists
-                rows[label].update(task_accuracy.agreement(task, int8_keras, images, outputs))
+                rows[label].update(task_accuracy.detection_agreement(int8_keras, images,
+                                                                     outputs))
     rows.update({label: {"error": reason} for label, reason in refused.items()})
     return {"task": task, "model": name, "input_shape": list(images.shape[1:]),
             "eval_examples": len(images), "calibration_images": len(calib),

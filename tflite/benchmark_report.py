@@ -288,10 +288,8 @@ def _task_accuracy_table(entry):
     seg = entry["task"] == "segmentation"
     shape, keras_metrics = entry["input_shape"], entry["float_keras"]
     if seg:
-        columns = "| model | mIoU | pixel agreement with float | with its int8 Keras model |"
-        headline = (f"Float Keras mIoU: {keras_metrics['mean_iou']:.2%}. Its int8 Keras "
-                    "model: the calibrated QAT twin (PTQ) or the QAT model the file was "
-                    "converted from.")
+        columns = "| model | mIoU | pixel agreement with float |"
+        headline = f"Float Keras mIoU: {keras_metrics['mean_iou']:.2%}."
     else:
         columns = ("| model | mAP@[.5:.95] | mAP@.5 | float Keras detections found | "
                    "int8 Keras detections found |")
@@ -313,8 +311,7 @@ def _task_accuracy_table(entry):
         multi = [v for k, v in r.items() if k.startswith("latency_") and k != "latency_1_thread"]
         multi_s = f"{multi[0]['p50_ms']:.2f} ms ({multi[0]['threads']})" if multi else "-"
         if seg:
-            scores = [f"{r['mean_iou']:.2%}", f"{r['pixel_agreement_with_float_keras']:.2%}",
-                      _share(r, "pixel_agreement_with_int8_keras")]
+            scores = [f"{r['mean_iou']:.2%}", f"{r['pixel_agreement_with_float_keras']:.2%}"]
         else:
             scores = [f"{r['mAP']:.2%}", f"{r['mAP50']:.2%}",
                       _share(r, "keras_detections_matched", "confident_keras_detections"),

@@ -71,19 +71,20 @@ def matched_detections(reference, found, min_score=MIN_SCORE, tolerance=TOLERANC
     return matched, total
 
 
-def agreement(task, keras_model, images, outputs):
-    """How far a `.tflite`'s `outputs` on `images` (`latency.predict_outputs`) agree with
-    `keras_model`'s, as `scorer` measures it against the float model: for an int8 file,
-    `keras_model` the int8 Keras model it was converted from (the calibrated QAT twin or
-    a QAT model) shows what conversion itself changed.
+def detection_agreement(keras_model, images, outputs):
+    """How many of `keras_model`'s confident detections on `images` a detector `.tflite`'s
+    `outputs` (`latency.predict_outputs`) find, as `scorer` counts them against the float
+    model: with `keras_model` the int8 Keras model the file was converted from (the
+    calibrated QAT twin of the same raw-output network, or a QAT model) it shows what
+    conversion itself changed.
+
+    (No segmentation counterpart: a segmenter's twin ends in a fake-quantized resize
+    that the exported graph, which resizes in int8 after its network, does not have.)
 
     Example:
-        >>> agreement("detection", qat_model, images, outputs)
+        >>> detection_agreement(qat_model, images, outputs)
         {'int8_keras_detections_matched': 0.97, 'confident_int8_keras_detections': 210}
     """
-    if task == "segmentation":
-        return {"pixel_agreement_with_int8_keras": float(
-            np.mean(outputs[0] == class_maps(keras_model, images)))}
     matched, total = matched_detections(detection.predict_boxes(keras_model, images),
                                         tflite_detections(outputs, images.shape[1]))
     return {"int8_keras_detections_matched": matched / total if total else float("nan"),
