@@ -106,12 +106,16 @@ def expected_error(hist, lo, hi):
 def _percentile_range(hist, percentile):
     if not 50.0 < percentile <= 100.0:
         raise ValueError(f"percentile must be in (50, 100], got {percentile}")
-    cdf = np.cumsum(hist.counts) / max(hist.counts.sum(), 1.0)
+    if hist.counts.sum() == 0:  # only exact zeros were seen (a dead ReLU): any range holds them
+        return hist.lo, hist.hi
+    cdf = np.cumsum(hist.counts) / hist.counts.sum()
     tail = 1.0 - percentile / 100.0
     edges = hist.lo + (hist.hi - hist.lo) / hist.bins * np.arange(hist.bins + 1)
-    lo = edges[np.searchsorted(cdf, tail, side="left")] if tail > 0 else hist.lo
-    hi = edges[np.searchsorted(cdf, 1.0 - tail, side="left") + 1] if tail > 0 else hist.hi
-    return lo, hi
+    if tail <= 0:
+        return hist.lo, hist.hi
+    # cdf may end a rounding error under 1 - tail: the last edge at most
+    last = min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, hist.bins)
+    return edges[int(np.searchsorted(cdf, tail, side="left"))], edges[last]
 
 
 def _mse_range(hist, symmetric):
