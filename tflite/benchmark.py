@@ -427,9 +427,8 @@ def _check_arguments(parser, args):
                      + ", ".join(kmv.list_models()))
     if args.qat_run and not args.float_run:
         parser.error("--qat-run needs --float-run (the float model it is measured against)")
-    for flag, folder in (("--qat-run", args.qat_run),):
-        if folder and _run_task(parser, flag, folder) != "classification":
-            parser.error(f"{flag} {folder} is not a classification run")
+    if args.qat_run and _run_task(parser, "--qat-run", args.qat_run) != "classification":
+        parser.error(f"--qat-run {args.qat_run} is not a classification run")
     for flag, path in (("--seg-qat-model", args.seg_qat_model),
                        ("--det-qat-model", args.det_qat_model)):
         if path and not os.path.isfile(path):
@@ -437,8 +436,9 @@ def _check_arguments(parser, args):
     if args.benchmarks_md and not os.path.isfile(args.benchmarks_md):
         parser.error(f"--benchmarks-md {args.benchmarks_md}: no such file (it updates the "
                      "LiteRT section of an existing BENCHMARKS.md)")
-    if args.out and fileio.folder_problem(args.out):
-        parser.error(f"--out {args.out}: {fileio.folder_problem(args.out)}")
+    problem = args.out and fileio.folder_problem(args.out)
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
 
 
 def _parser():

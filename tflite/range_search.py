@@ -108,11 +108,11 @@ def _percentile_range(hist, percentile):
         raise ValueError(f"percentile must be in (50, 100], got {percentile}")
     if hist.counts.sum() == 0:  # only exact zeros were seen (a dead ReLU): any range holds them
         return hist.lo, hist.hi
-    cdf = np.cumsum(hist.counts) / hist.counts.sum()
     tail = 1.0 - percentile / 100.0
-    edges = hist.lo + (hist.hi - hist.lo) / hist.bins * np.arange(hist.bins + 1)
     if tail <= 0:
         return hist.lo, hist.hi
+    cdf = np.cumsum(hist.counts) / hist.counts.sum()
+    edges = hist.lo + (hist.hi - hist.lo) / hist.bins * np.arange(hist.bins + 1)
     # cdf may end a rounding error under 1 - tail: the last edge at most
     last = min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, hist.bins)
     return edges[int(np.searchsorted(cdf, tail, side="left"))], edges[last]
