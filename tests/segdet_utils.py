@@ -27,6 +27,32 @@ def tiny_detector(size=32, classes=4, anchors=48, seed=1):
     return keras.Model(inp, {"box_regressions": boxes, "class_logits": logits})
 
 
+def tiny_two_level_detector(size=32, classes=4, seed=1):
+    """Like `tiny_detector`, with two levels whose box regressions span very different
+    ranges and are concatenated, as SSDLite's six levels are (4x4x3 + 2x2x3 = 60
+    anchors). Each level's boxes end in an int8 fake-quant of their own range (as the
+    QAT twin's `QSSDPrediction` does): +-0.08 on the 4x4 level, +-5 on the 2x2 one."""
+    from tflite.qat_layers import FakeQuant
+
+    keras.utils.set_random_seed(seed)
+    x = inp = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255)(x)
+    x = keras.layers.Conv2D(16, 3, strides=size // 8, padding="same", activation="relu")(x)
+    fine = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)  # 4x4
+    coarse = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(fine)
+    boxes, logits = [], []
+    for level, spread, bound in ((fine, 0.3, 0.08), (coarse, 30.0, 5.0)):
+        rows = level.shape[1] * level.shape[2] * 3
+        init = keras.initializers.RandomNormal(0, spread)
+        y = keras.layers.Conv2D(12, 1, kernel_initializer=init)(level)
+        y = FakeQuant(fixed_range=(-bound, bound))(y)
+        boxes.append(keras.layers.Reshape((rows, 4))(y))
+        logits.append(keras.layers.Reshape((rows, classes))(keras.layers.Conv2D(
+            3 * classes, 1, kernel_initializer=keras.initializers.RandomNormal(0, 2))(level)))
+    return keras.Model(inp, {"box_regressions": keras.layers.Concatenate(1)(boxes),
+                             "class_logits": keras.layers.Concatenate(1)(logits)})
+
+
 def tiny_segmenter(size=64, classes=5, align_corners=False, seed=2, name="tiny_segmenter"):
     """Pixels [0, 255] -> stride-16 logits (std ~1) -> bilinear resize to the input
     (keras_mobilevit's PatchResize, torch's rule as constant matmuls), the way

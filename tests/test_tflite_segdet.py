@@ -171,6 +171,38 @@ def test_int8_detections_close_to_keras(raw_detector):
     assert checked >= 10
 
 
+def test_int8_levels_keep_their_own_scales_up_to_the_postprocess_op():
+    """The op's box and score inputs are concatenated over the levels in float, each
+    level dequantized with its own scale: one int8 scale for all levels (the wide level's)
+    cost the narrow level's boxes most of their precision."""
+    model = segdet_utils.tiny_two_level_detector(SIZE, CLASSES)
+    anchors = segdet_utils.tiny_anchors(60, seed=0)
+    content = _convert(model, "int8", postprocess=SPEC, anchors=anchors)
+    graph = analyze.load(content)
+    op = graph.ops[-1]
+    assert [t.dtype for t in op.inputs] == ["float32"] * 3
+    producer = {t.index: o for o in graph.ops for t in o.outputs}
+    concats = [o for o in graph.ops if o.name == "CONCATENATION" and o.outputs[0].dtype == "float32"]
+    assert len(concats) == 2  # boxes, class logits: float, from per-level dequantized inputs
+    for concat in concats:
+        assert {producer[t.index].name for t in concat.inputs} == {"DEQUANTIZE"}
+    box_concat = producer[producer[op.inputs[0].index].inputs[0].index]  # before the reorder
+    scales = [producer[t.index].inputs[0].scale[0] for t in box_concat.inputs]
+    assert box_concat in concats and max(scales) > 20 * min(scales), scales  # their own
+    # no QUANTIZE -> DEQUANTIZE round trip left in front of the op (the softmax feeds it)
+    assert producer[op.inputs[1].index].name == "SOFTMAX"
+    image = _pixels(1, seed=5)[0].round()
+    _, it = _run(content, image, keep_tensors=True)
+    encodings = it.get_tensor(op.inputs[0].index)[0][:, [1, 0, 3, 2]]  # back to cx, cy, w, h
+    want = keras.ops.convert_to_numpy(model(image[None])["box_regressions"])[0]
+    fine = slice(0, 48)  # the 4x4 level's rows, values within +-0.08; the 2x2 level's +-5
+    assert np.abs(want[fine]).max() < 0.1 and np.abs(want[48:]).max() > 1
+    error = np.abs(encodings[fine] - want[fine])
+    # measured: mean 0.0009, max 0.006 (the layers before, in int8); at one scale for both
+    # levels (step 0.04): mean 0.003, max 0.02
+    assert error.mean() < 0.0015 and error.max() < 0.012, (error.mean(), error.max())
+
+
 def test_spec_from_official_config_and_signature():
     from types import SimpleNamespace
 
@@ -411,20 +443,52 @@ def test_convert_command_line_builds_a_segmenter_by_name(tmp_path):
         convert.main(["pspnet:mobilevitv3_xxs", "-o", str(out)])
 
 
-def test_qat_twins_cover_the_deeplabv3_and_ssdlite_heads():
+def test_qat_twins_cover_the_deeplabv3_and_ssdlite_heads(tmp_path):
     keras.utils.set_random_seed(3)
     images = _pixels(2, 64)
     for model in (kmv.DeepLabV3("mobilevitv3_xxs", input_shape=(64, 64, 3)),
                   kmv.SSDLite("mobilevitv3_xxs", input_shape=(160, 160, 3))):
         x = images if model.inputs[0].shape[1] == 64 else _pixels(2, 160)
         twin = qat.make_qat_model(model, calibration_data=x, batch_size=2)
-        kinds = {type(layer).__name__ for layer in twin.layers}
-        assert "QBilinearResize" in kinds or "SSDPostprocess" in kinds
+        kinds = [type(layer).__name__ for layer in twin.layers]
+        assert "QBilinearResize" in kinds or kinds.count("QSSDPrediction") == 6
         want, got = model(x), twin(x)
-        if isinstance(want, dict):  # the raw outputs; the post-processing stays float
-            want, got = want["class_logits"], got["class_logits"]
-        want, got = keras.ops.convert_to_numpy(want), keras.ops.convert_to_numpy(got)
-        assert np.abs(got - want).mean() < 0.1 * np.abs(want).mean() + 1e-3
+        # the raw outputs (the post-processing stays float); box and class values of a
+        # level come from their own int8 ranges
+        names = ("box_regressions", "class_logits") if isinstance(want, dict) else (None,)
+        for name in names:
+            w, g = (keras.ops.convert_to_numpy(t[name] if name else t) for t in (want, got))
+            assert np.abs(g - w).mean() < 0.1 * np.abs(w).mean() + 1e-3, name
+        if names[0]:  # the twin saves and loads (QAT fine-tuning writes it as .keras)
+            twin.save(tmp_path / "twin.keras")
+            again = qat.load_keras_model(tmp_path / "twin.keras")(x)
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(again["box_regressions"]),
+                                       keras.ops.convert_to_numpy(got["box_regressions"]))
+
+
+def test_qssd_prediction_splits_the_float_prediction_exactly():
+    """Box columns (4 of every 4 + C) and class columns of the float 1x1 conv, each
+    quantized on its own: with the activation fake-quants bypassed the twin equals
+    Dense + SSDHeadOutput up to the weights' int8 rounding, in the official row order;
+    a wrong column or row order is an O(1) difference."""
+    from keras_mobilevit.detection import SSDHeadOutput
+    from tflite.qat_layers import QSSDPrediction
+
+    keras.utils.set_random_seed(0)
+    classes, anchors = 5, 3
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 8)).astype("float32")
+    dense = keras.layers.Dense(anchors * (4 + classes))
+    boxes, logits = SSDHeadOutput(classes)(dense(x))
+    twin = QSSDPrediction(anchors * (4 + classes), classes, dense.name)
+    twin(x)
+    twin.load_float(dense)
+    twin.fq_box.bypass = twin.fq_cls.bypass = True
+    got_boxes, got_logits = twin(x)
+    assert got_boxes.shape == boxes.shape == (2, 3 * 4 * anchors, 4)
+    assert got_logits.shape == logits.shape == (2, 3 * 4 * anchors, classes)
+    for got, want in ((got_boxes, boxes), (got_logits, logits)):
+        got, want = keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want)
+        np.testing.assert_allclose(got, want, atol=0.02 * np.abs(want).max())
 
 
 def test_task_report_goes_to_its_own_benchmarks_section(tmp_path):

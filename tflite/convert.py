@@ -220,7 +220,7 @@ def convert(
     if bad:
         raise ConversionError("non-builtin ops in the converted graph: " + "; ".join(map(str, bad)))
     if mode == "int8":
-        content = _finish_int8(content, keep_float, allow_float_ops)
+        content = _finish_int8(content, keep_float, allow_float_ops, head)
     return content
 
 
@@ -280,15 +280,16 @@ def _convert_int8(model, input_shape, samples, pixel_range, io_dtype, head):
                                    head.output_dtype(io_dtype))
 
 
-def _finish_int8(content, keep_float, allow_float_ops):
+def _finish_int8(content, keep_float, allow_float_ops, head):
     """Refuse ops the quantizer could not make integer (QUANTIZE/DEQUANTIZE only bridge
-    them), move `keep_float` ops to float islands, refuse what LiteRT cannot load."""
+    them), move `keep_float` ops and the head's float ops to float islands, refuse what
+    LiteRT cannot load."""
     blocking = [op for op in analyze.float_ops(content)
                 if op.name not in ("QUANTIZE", "DEQUANTIZE")
                 and op.custom_name not in analyze.ALLOWED_CUSTOM_OPS]  # float by design
     if blocking and not allow_float_ops:
         raise NotFullyQuantizableError(blocking)
-    content = rewrite.float_islands(content, keep_float)
+    content = rewrite.float_islands(content, keep_float, ops=head.float_ops(content))
     _check_rescales(content)
     return content
 

@@ -188,6 +188,33 @@ def postprocess_op(model):
     return found[0] if found else None
 
 
+# Ops between the levels' int8 outputs and the op's box / score inputs.
+_TAIL_PATH = ("DEQUANTIZE", "QUANTIZE", "GATHER", "SOFTMAX")
+
+
+def float_tail(model):
+    """Indices of the ops that make the op's box and score inputs from the levels' int8
+    outputs (the concatenations over the levels, the box reorder, the softmax), for
+    `rewrite.float_islands(ops=...)`: in float, each level's values keep their own int8
+    scale, where an int8 concatenation gave all six levels one (the boxes lost up to a
+    pixel, `python -m tflite.quant_error`); the op takes float inputs anyway."""
+    graph = analyze.load(model)
+    op = postprocess_op(graph)
+    if op is None:
+        return set()
+    producer = {t.index: o for o in graph.ops for t in o.outputs}
+    picked, pending = set(), [t.index for t in op.inputs[:2]]  # encodings, scores
+    while pending:
+        source = producer.get(pending.pop())
+        if source is None or source.name not in _TAIL_PATH + ("CONCATENATION",):
+            continue
+        if source.name not in ("DEQUANTIZE", "QUANTIZE"):
+            picked.add(source.index)
+        if source.name != "CONCATENATION":  # the levels' outputs: where the tail starts
+            pending.extend(t.index for t in source.inputs if not t.is_constant)
+    return picked
+
+
 def _op_and_attributes(graph):
     op = postprocess_op(graph)
     if op is None:

@@ -24,7 +24,7 @@ from keras_mobilevit import postprocess as kmv_postprocess
 from tflite import calibration, compat, folding, range_search
 from tflite.qat_layers import (PIXEL_RANGE, FakeQuant, QBilinearResize, QConvAct, QDense,
                                QLayerNorm, QLinearSelfAttention, QMultiHeadSelfAttention,
-                               QPatchResize, QPreprocess, UnsupportedLayerError)
+                               QPatchResize, QPreprocess, QSSDPrediction, UnsupportedLayerError)
 
 # Layers that only move data (or are the identity at inference): int8 passes through.
 _PASSTHROUGH = (keras.layers.InputLayer, keras.layers.Identity, keras.layers.Dropout,
@@ -36,6 +36,12 @@ _RANGED = (keras.layers.Add, keras.layers.Concatenate, keras.layers.GlobalAverag
 # Layers after the network, kept in float: never in an int8 graph (tflite/tasks.py
 # exports a detector up to its raw outputs and ends it in TFLite_Detection_PostProcess).
 _FLOAT_TAIL = (kmv_postprocess.SSDPostprocess,)
+# A detector's outputs: each level's box regressions (class logits) concatenated over
+# the six levels. No int8 range of their own: the int8 graph concatenates them in float
+# (`rewrite.float_islands`, `tflite.detection.float_tail`), each level with its own
+# scale, because one scale for all levels cost the boxes up to a pixel (a level's box
+# values span +-40 where another's span +-6; `python -m tflite.quant_error`).
+_FLOAT_CONCATS = ("box_regressions", "class_logits")
 # How calibration chooses each activation range (`range_search.METHODS`): the best one
 # measured (`python -m tflite.benchmark --ptq-ranges ...`, BENCHMARKS.md). int8 PTQ of
 # the trained runs with minmax / percentile / mse ranges: default task top-1 88.07 /
@@ -112,12 +118,19 @@ def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibrati
     """
     _check_supported(model)
     preprocess, stem = folding.fold_target(model)
+    predictions = _ssd_predictions(model)
 
     def clone(layer):
         if layer is preprocess:
             # Scale and flip move into the stem conv; the input keeps a pixel range
             # so the int8 input is exactly the uint8 pixel value.
             return FakeQuant(fixed_range=PIXEL_RANGE, name=layer.name)
+        if layer.name in predictions.values():  # its SSDHeadOutput's twin computes it
+            return keras.layers.Identity(name=layer.name)
+        if layer.name in predictions:
+            dense = model.get_layer(predictions[layer.name])
+            return QSSDPrediction(dense.units, layer.num_classes, dense.name,
+                                  momentum=momentum, name=layer.name)
         for cls, twin in _TWINS.items():
             if type(layer) is cls:
                 return twin(layer, momentum)
@@ -125,7 +138,7 @@ def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibrati
 
     def call(layer, *args, **kwargs):
         out = layer(*args, **kwargs)
-        if isinstance(layer, _RANGED):
+        if isinstance(layer, _RANGED) and layer.name not in _FLOAT_CONCATS:
             out = FakeQuant(momentum=momentum, name=f"{layer.name}.fq")(out)
         return out
 
@@ -133,7 +146,7 @@ def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibrati
     for layer in qat.layers:
         if not hasattr(layer, "load_float"):
             continue
-        source = model.get_layer(layer.name)
+        source = model.get_layer(getattr(layer, "weights_from", layer.name))
         if stem is not None and source is stem:
             layer.load_float(source, preprocess=preprocess)
         else:
@@ -141,6 +154,18 @@ def make_qat_model(model, calibration_data=None, *, momentum=0.99, num_calibrati
     if calibration_data is not None:
         calibrate(qat, calibration_data, num_calibration_samples, batch_size, ranges)
     return qat
+
+
+def _ssd_predictions(model):
+    """{SSDHeadOutput name: name of the Dense it splits} of an SSDLite model ({} for
+    other models): each pair becomes one `QSSDPrediction` in the twin."""
+    pairs = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            for consumer in compat.outbound_layers(layer):
+                if isinstance(consumer, kmv_detection.SSDHeadOutput):
+                    pairs[consumer.name] = layer.name
+    return pairs
 
 
 def fake_quant_layers(model):

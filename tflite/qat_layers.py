@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_mobilevit import detection as kmv_detection
 from keras_mobilevit import layers as kmv_layers
 from tflite import folding
 
@@ -293,6 +294,66 @@ class QDense(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self.activation,
                 "use_bias": self.use_bias, "momentum": self.momentum}
+
+
+@_register
+class QSSDPrediction(keras.layers.Layer):
+    """An SSD head's prediction (1x1 conv as Dense, `weights_from`) and its
+    `SSDHeadOutput` in one twin layer: box and class channels computed apart, each with
+    its own int8 weight scale and output range.
+
+    The float layers compute one [B, H, W, anchors * (4 + C)] tensor and split it; an int8
+    graph would give box regressions and class logits one scale, set by the wider of the
+    two (a global level's logits reach +-60 where its box values stay within +-5), and
+    the decoded boxes lose pixels. Same math: the kernel's box columns (4 of every 4 + C)
+    and class columns are sliced from the float kernel.
+
+    Example:
+        >>> boxes, logits = QSSDPrediction(6 * 15, 11, "ssd_heads.0.loc_cls_layer.pw_conv")(x)
+        >>> boxes.shape, logits.shape        # ([B, H*W*6, 4], [B, H*W*6, 11])
+    """
+
+    def __init__(self, units, num_classes, weights_from, momentum=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.num_classes = units, num_classes
+        self.weights_from, self.momentum = weights_from, momentum
+        self.fq_box = FakeQuant(momentum=momentum, name="fq_box")
+        self.fq_cls = FakeQuant(momentum=momentum, name="fq_cls")
+        # column j of the float kernel is anchor j // (4 + C), value j % (4 + C): box first
+        per_anchor = kmv_detection.COORDINATES + num_classes
+        column = np.arange(units) % per_anchor
+        self._box_columns = np.flatnonzero(column < kmv_detection.COORDINATES)
+        self._cls_columns = np.flatnonzero(column >= kmv_detection.COORDINATES)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+                                      initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def _part(self, x, columns, fq, width, training):
+        kernel, bias = ops.take(self.kernel, columns, axis=1), ops.take(self.bias, columns)
+        y = fq(_dense(x, kernel, bias), training=training)   # [B, H, W, anchors * width]
+        return ops.reshape(y, (ops.shape(y)[0], -1, width))  # rows (y, x, anchor)
+
+    def call(self, x, training=None):
+        return (self._part(x, self._box_columns, self.fq_box, kmv_detection.COORDINATES,
+                           training),
+                self._part(x, self._cls_columns, self.fq_cls, self.num_classes, training))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width = input_shape[:3]
+        rows = None if None in (height, width) else (
+            height * width * self.units // (kmv_detection.COORDINATES + self.num_classes))
+        return (batch, rows, kmv_detection.COORDINATES), (batch, rows, self.num_classes)
+
+    def load_float(self, layer):
+        """From the float prediction Dense (`weights_from`), not the SSDHeadOutput."""
+        self.kernel.assign(layer.kernel.numpy())
+        self.bias.assign(layer.bias.numpy())
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "num_classes": self.num_classes,
+                "weights_from": self.weights_from, "momentum": self.momentum}
 
 
 @_register

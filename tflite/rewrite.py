@@ -60,23 +60,25 @@ def _float_constant(model, sg, index):
     return new
 
 
-def float_islands(content, op_names=("SOFTMAX", "RSQRT"), epsilon_adds=True):
-    """Rewrite every int8 op named in `op_names` to compute in float32.
+def float_islands(content, op_names=("SOFTMAX", "RSQRT"), epsilon_adds=True, ops=()):
+    """Rewrite every int8 op named in `op_names`, and the ops at the indices `ops`, to
+    compute in float32.
 
     With `epsilon_adds`, an int8 ADD of a scalar constant that feeds one of those ops
     (the `var + eps` before RSQRT: its quantized epsilon makes XNNPACK refuse it) joins
     the island. Consecutive island ops share float tensors, with no requantization.
+    An op of `ops` reads an int8 input that was only requantized for it (a QUANTIZE from
+    int8 to int8, e.g. each input of a CONCATENATION brought to the output's scale) at
+    its original scale. A QUANTIZE whose int8 output is only dequantized again is
+    skipped: its readers get the float tensor.
     """
     graph = analyze.load(content)
-    model = copy.deepcopy(graph.model)
-    sg = model.subgraphs[0]
-    targets = _targets(graph, set(op_names), epsilon_adds)
+    targets = _targets(graph, set(op_names), epsilon_adds) | set(ops)
     if not targets:
         return content
-    consumers = {}
-    for i, op in enumerate(sg.operators):
-        for t in op.inputs:
-            consumers.setdefault(int(t), []).append(i)
+    model = copy.deepcopy(graph.model)
+    sg = model.subgraphs[0]
+    consumers, producer = _wiring(sg)
     outputs = {int(t) for t in sg.outputs}
     dequantize, quantize = _opcode(model, schema.BuiltinOperator.DEQUANTIZE), \
         _opcode(model, schema.BuiltinOperator.QUANTIZE)
@@ -89,8 +91,10 @@ def float_islands(content, op_names=("SOFTMAX", "RSQRT"), epsilon_adds=True):
         inputs = []
         for t in op.inputs:
             t = int(t)
+            if i in ops:
+                t = _unrequantized(model, sg, t, producer, consumers, targets, outputs)
             tensor = sg.tensors[t] if t >= 0 else None
-            if tensor is None or tensor.type not in _INT8 + (schema.TensorType.INT32,):
+            if tensor is None or not _is_quantized(tensor):  # float, or indices / shapes
                 inputs.append(t)
             elif _is_constant(model, tensor):
                 inputs.append(_float_constant(model, sg, t))
@@ -106,6 +110,9 @@ def float_islands(content, op_names=("SOFTMAX", "RSQRT"), epsilon_adds=True):
         requantize = []
         for t in op.outputs:
             t = int(t)
+            if sg.tensors[t].type not in _INT8:  # already float (e.g. a custom op's)
+                island.outputs.append(t)
+                continue
             f = _float_tensor(sg, sg.tensors[t], (sg.tensors[t].name or b"") + b"_float")
             float_of[t] = f
             island.outputs.append(f)
@@ -114,8 +121,74 @@ def float_islands(content, op_names=("SOFTMAX", "RSQRT"), epsilon_adds=True):
                 requantize.append(_op(quantize, [f], [t]))
         new_ops.append(island)
         new_ops.extend(requantize)
-    sg.operators = new_ops
+    sg.operators = _without_dead_ops(_without_round_trips(model, new_ops, outputs), outputs)
     return analyze.pack(model)
+
+
+def _wiring(sg):
+    """({tensor: [indices of the ops reading it]}, {tensor: index of the op writing it})."""
+    consumers, producer = {}, {}
+    for i, op in enumerate(sg.operators):
+        for t in op.inputs:
+            consumers.setdefault(int(t), []).append(i)
+        for t in op.outputs:
+            producer[int(t)] = i
+    return consumers, producer
+
+
+def _unrequantized(model, sg, t, producer, consumers, targets, outputs):
+    """The int8 tensor a requantizing QUANTIZE read to make `t`, if only island ops read
+    `t`; else `t`."""
+    op = sg.operators[producer[t]] if t in producer else None
+    if (op is None or t in outputs
+            or any(c not in targets for c in consumers.get(t, []))):
+        return t
+    source = int(op.inputs[0])
+    if _is(model, op, schema.BuiltinOperator.QUANTIZE) and sg.tensors[source].type in _INT8:
+        return source
+    return t
+
+
+def _is(model, op, builtin):
+    """Whether `op` is the builtin op `builtin` (a `schema.BuiltinOperator` value)."""
+    oc = model.operatorCodes[op.opcodeIndex]
+    return max(oc.builtinCode, oc.deprecatedBuiltinCode) == builtin
+
+
+def _without_round_trips(model, ops, outputs):
+    """`ops` with each QUANTIZE -> DEQUANTIZE pair on an otherwise unread int8 tensor
+    removed: the DEQUANTIZE's readers read the QUANTIZE's float input instead."""
+    readers = {}
+    for op in ops:
+        for t in op.inputs:
+            readers.setdefault(int(t), []).append(op)
+    writer_of = {int(t): op for op in ops for t in op.outputs}
+    tensors = model.subgraphs[0].tensors
+    replace = {}
+    for op in ops:
+        if not _is(model, op, schema.BuiltinOperator.DEQUANTIZE):
+            continue
+        q = int(op.inputs[0])
+        writer = writer_of.get(q)
+        if (writer is not None and _is(model, writer, schema.BuiltinOperator.QUANTIZE)
+                and q not in outputs
+                and len(readers.get(q, [])) == 1
+                and tensors[int(writer.inputs[0])].type == schema.TensorType.FLOAT32
+                and int(op.outputs[0]) not in outputs):
+            replace[int(op.outputs[0])] = int(writer.inputs[0])
+    for op in ops:
+        op.inputs = [replace.get(int(t), int(t)) for t in op.inputs]
+    return ops
+
+
+def _without_dead_ops(ops, outputs):
+    """`ops` less those whose outputs nothing reads (repeated until none is left)."""
+    while True:
+        read = {int(t) for op in ops for t in op.inputs} | outputs
+        alive = [op for op in ops if any(int(t) in read for t in op.outputs)]
+        if len(alive) == len(ops):
+            return ops
+        ops = alive
 
 
 def _targets(graph, op_names, epsilon_adds):
@@ -129,6 +202,13 @@ def _targets(graph, op_names, epsilon_adds):
                     t.is_constant and int(np.prod(t.shape)) <= 1 for t in src.inputs):
                 picked.add(src.index)
     return picked
+
+
+def _is_quantized(tensor):
+    """An 8-bit tensor, or an int32 one with a scale (a quantized bias or epsilon)."""
+    q = tensor.quantization
+    scaled = q is not None and q.scale is not None and len(q.scale) > 0
+    return tensor.type in _INT8 or (tensor.type == schema.TensorType.INT32 and scaled)
 
 
 def _is_constant(model, tensor):

@@ -64,6 +64,11 @@ class Head:
         """The custom ops this graph may hold (LiteRT registers them by default)."""
         return (detection.OP_NAME,) if self.task == "detection" else ()
 
+    def float_ops(self, content):
+        """Indices of the ops of an int8 graph that compute in float (detection: the
+        tail before the post-processing op, `detection.float_tail`)."""
+        return detection.float_tail(content) if self.task == "detection" else set()
+
     def finish(self, content):
         """Edit the converted flatbuffer (detection: outputs in the order apps read)."""
         return detection.order_outputs(content) if self.task == "detection" else content
