@@ -36,11 +36,14 @@ output stride 16 / 8, and which DeepLabV3 head its official code builds.
         head_expansion: v1-style nets end with a 1x1 conv to min(4*C, 960) channels.
         classifier_dropout: dropout before the classifier (training only).
         block_dilation: whether the MobileViT block's local 3x3 conv takes the stage's
-            dilation at output stride 16 / 8. cvnets v0.2 (v2, v3(v2)) passes it; cvnets
-            v0.1 (v1, v3(v1)) computes it and never applies it, so "output stride 16"
-            there just removes layer_5's stride (only the inverted residual of layer_5
-            is dilated, by 2, at output stride 8).
-        seg_head: the key of the DeepLabV3 head its official code builds (`SEG_HEADS`).
+            dilation at output stride 16 / 8. The v2-style blocks (v2, v3(v2)) take it;
+            the v1-style ones (v1, v3(v1)) never do, in cvnets v0.1 and v0.2 alike (the
+            running dilation is computed, and only reaches the next stage's inverted
+            residual), so "output stride 16" there just removes layer_5's stride (only
+            the inverted residual of layer_5 is dilated, by 2, at output stride 8).
+        seg_head: the key of the DeepLabV3 head its official code builds (`SEG_HEADS`);
+            the v1-S backbone also has a DeepLabV3 retrained under cvnets v0.2 (the
+            "v0.2" head, output stride 8), which `segmentation.DeepLabV3` builds on request.
     """
 
     name: str
@@ -73,7 +76,8 @@ class SegHead:
     conv -> broadcast), `aspp_channels` each, concatenated, 1x1 projection, dropout.
 
     Attributes:
-        code: "cvnets-v0.1" (v1, v3 XXS/XS/S) or "cvnets-v0.2" (v2, v3 0.5/0.75/1.0).
+        code: "cvnets-v0.1" (v1, v3 XXS/XS/S) or "cvnets-v0.2" (v2, v3 0.5/0.75/1.0,
+            and the v1-S retrained there at output stride 8).
         aspp_channels: width of every ASPP branch and of its projection.
         aspp_spatial_dropout: the ASPP dropout drops whole channels (Dropout2d, v0.2)
             or single activations (Dropout, v0.1); rate 0.1 in both.
@@ -82,6 +86,9 @@ class SegHead:
         aux_head: an auxiliary head on out_l4 (3x3 conv to max(C4 // 4, 128) + BN + ReLU,
             Dropout2d 0.1, 1x1 conv), trained with weight 0.4 and unused at inference.
         align_corners: of the final bilinear upsampling (x output_stride in the model).
+        opencv_images: the code's data pipeline reads images with OpenCV, so its weights
+            take BGR pixels (v0.1); v0.2 reads them with PIL (RGB), also for the v1-S
+            backbone fine-tuned there (the "voc-v0.2" DeepLabV3 weights).
     """
 
     code: str
@@ -91,6 +98,7 @@ class SegHead:
     classifier: str
     aux_head: bool
     align_corners: bool
+    opencv_images: bool
     aspp_dropout: float = 0.1
     aux_dropout: float = 0.1
 
@@ -98,11 +106,12 @@ class SegHead:
 SEG_HEADS = {
     # VOC configs: v0.1 config/segmentation/deeplabv3_mobilevit_*.yaml (MobileViTv3-v1 the
     # same); v0.2 config/segmentation/{pascal_voc,ade20k}/deeplabv3_mobilevitv2.yaml
-    # (MobileViTv3-v2 .../deeplabv3_mobilevitv3.yaml the same).
+    # (MobileViTv3-v2 .../deeplabv3_mobilevitv3.yaml the same) and
+    # config/segmentation/pascal_voc/deeplabv3_mobilevit.yaml (v1-S retrained).
     "v0.1": SegHead("cvnets-v0.1", 256, False, 0.1, "seg_head.classifier.classifier",
-                    aux_head=False, align_corners=False),
+                    aux_head=False, align_corners=False, opencv_images=True),
     "v0.2": SegHead("cvnets-v0.2", 512, True, 0.0, "seg_head.classifier",
-                    aux_head=True, align_corners=True),
+                    aux_head=True, align_corners=True, opencv_images=False),
 }
 
 

@@ -126,6 +126,9 @@ def _registry_rows():
                (Asset("cvnets", f"segmentation/deeplabv3_mobilevit_{size}.pt"),), _TASK_PREFIXES)
         yield (f"ssdlite_mobilevit_{size}", "coco",
                (Asset("cvnets", f"detection/ssd_mobilevit_{size}_320.pt"),), _TASK_PREFIXES)
+    # v1-S retrained under cvnets v0.2 (output stride 8, the v0.2 head; 79.44 mIoU)
+    yield ("deeplabv3_mobilevit_s", "voc-v0.2",
+           (Asset("cvnets-v2", "segmentation/pascalvoc/deeplabv3-mobilevitv1.pt"),), _TASK_PREFIXES)
     for width, w in _V2_WIDTHS.items():
         yield (f"mobilevitv2_{width}", "imagenet", (Asset("cvnets-v2", v2.format(w)),),
                _CLASSIFIER_PREFIXES)
@@ -497,7 +500,8 @@ def _failure_message(entry, tried):
 def pretrained_state_dict(name, dataset):
     """The published state_dict of model `name` trained on `dataset`, as numpy arrays.
 
-    `dataset` is "imagenet", "voc", "ade20k" or "coco" (see REGISTRY). Classifier keys
+    `dataset` is "imagenet", "voc", "ade20k", "coco" or "voc-v0.2" (the DeepLabV3 of
+    mobilevit_s retrained under cvnets v0.2; see REGISTRY). Classifier keys
     lose the `module.` and `encoder.` prefixes; segmentation/detection keys keep theirs
     (`encoder.*`, `seg_head.*`, `aux_head.*`, `extra_layers.*`, `ssd_heads.*`) and lose
     only `module.`. The first call downloads (or reads $KERAS_MOBILEVIT_WEIGHTS_URL),

@@ -1,8 +1,12 @@
 """DeepLabV3: golden parity with the official PyTorch code on the segdet fixtures
-(../shared/fixtures/segdet, README.md there), parameter counts, the output-stride mechanism
-of each code version, every backbone's output shape, serialization and the clear errors."""
+(../shared/fixtures/segdet, README.md there; the v1-S retrained under cvnets v0.2 on
+tests/fixtures, README.md there), parameter counts, the output-stride mechanism of each code
+version, every backbone's output shape, serialization and the clear errors."""
 
+import dataclasses
 import json
+import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -20,6 +24,15 @@ VARIANTS = {
     "deeplabv3_mobilevit_v2_050": ("mobilevitv2_050", 6466467),  # cvnets v0.2, VOC, aux head
 }
 SIZES = ("", "_375x500")  # 512x512 and 375x500 inputs
+# The v1-S DeepLabV3 retrained under cvnets v0.2 (weights="voc-v0.2"): official parameter
+# count of config/segmentation/pascal_voc/deeplabv3_mobilevit.yaml (mobilevit_s, output stride
+# 8, ASPP 512, aux head of 150421; 8537269 without it, the model zoo's "8.5 M"), and its
+# fixture: that config on mobilevit_xxs with a 64-wide ASPP (tests/fixtures/README.md).
+V1_S_V02_PARAMS = 8687690
+V1_V02 = Path(__file__).parent / "fixtures" / "deeplabv3_mobilevit_v1_xxs_v02"
+V1_V02_HEAD = dataclasses.replace(architectures.SEG_HEADS["v0.2"], aspp_channels=64)
+V1_V02_PARAMS = 1172570  # the fixture's official count, aux head included
+V1_V02_SIZES = ("", "_300x404")  # 320x320 and 300x404 inputs, uint8 RGB
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +227,109 @@ def test_classes_must_match_the_checkpoint(segdet):
     with pytest.raises(ValueError, match="21-class classifier; got classes=3"):
         kmv.DeepLabV3("mobilevit_xxs", weights=str(segdet / "deeplabv3_mobilevit_v1_xxs.pt"),
                       classes=3, input_shape=(64, 64, 3))
+
+
+# ---------------------------------------------- v1-S retrained under cvnets v0.2 ("voc-v0.2")
+
+
+@pytest.fixture(scope="module")
+def golden_v1_v02():
+    """The fixture's model on its inputs: with the preprocessing (uint8 RGB in, as the
+    published weights take it) for the endpoints, without it for the official x8 output."""
+    npz, pt = np.load(f"{V1_V02}.npz"), f"{V1_V02}.pt"
+    common = dict(weights=pt, head=V1_V02_HEAD, output_stride=8, input_shape=(None, None, 3))
+    model = kmv.DeepLabV3("mobilevit_xxs", aux_output=True, **common)
+    official = kmv.DeepLabV3("mobilevit_xxs", include_preprocessing=False, upsample="official",
+                             **common)
+    ends = segmentation.get_endpoints(model)
+    outputs = {}
+    for size in V1_V02_SIZES:
+        pixels = npz[f"input_uint8{size}"]
+        outputs[size] = {k: np.asarray(v) for k, v in ends(pixels.astype("float32")).items()}
+        outputs[size]["official"] = np.asarray(official(pixels.astype("float32") / 255))
+    manifest = json.loads(Path(f"{V1_V02}.json").read_text())
+    return dict(model=model, npz=npz, outputs=outputs, manifest=manifest)
+
+
+def test_v1_v02_parameter_counts_equal_official(golden_v1_v02):
+    manifest = golden_v1_v02["manifest"]
+    count = sum(int(np.prod(w.shape)) for w in golden_v1_v02["model"].trainable_weights)
+    assert count == V1_V02_PARAMS == manifest["param_count"]
+    full = kmv.DeepLabV3("mobilevit_s", head="v0.2", output_stride=8, aux_output=True,
+                         input_shape=(64, 64, 3))
+    count = sum(int(np.prod(w.shape)) for w in full.trainable_weights)
+    assert count == V1_S_V02_PARAMS == manifest["published_config_param_count"]
+
+
+@pytest.mark.parametrize("size", V1_V02_SIZES)
+def test_v1_v02_lowres_aux_aspp_and_features_match_official(golden_v1_v02, size):
+    """Stride-8 logits, aux logits (out_l4 at stride 8), ASPP and backbone channels, from
+    RGB pixels: a BGR flip (the v0.1 convention) would be off by O(1)."""
+    out, npz = golden_v1_v02["outputs"][size], golden_v1_v02["npz"]
+    _close(out["logits_lowres"], npz[f"seg_logits_lowres{size}"], "seg_logits_lowres")
+    _close(out["aux_logits"], npz[f"aux_logits{size}"], "aux_logits")
+    _close(out["aspp"][..., :16], npz[f"aspp_out{size}_ch0to15"], "aspp_out")
+    _close(out["s16"][..., :8], npz[f"features_out_l4{size}_ch0to7"], "features_out_l4")
+    _close(out["s32"][..., :8], npz[f"features_out_l5{size}_ch0to7"], "features_out_l5")
+
+
+@pytest.mark.parametrize("size", V1_V02_SIZES)
+def test_v1_v02_upsampled_rows_match_official(golden_v1_v02, size):
+    """upsample="official" is the official x8 output (align_corners=True; 300x404 ->
+    304x408); the default output has the input size and equals it at 320x320."""
+    out, npz = golden_v1_v02["outputs"][size], golden_v1_v02["npz"]
+    assert out["official"].shape == tuple(npz[f"seg_logits_fullres{size}_shape"])
+    _close(out["official"][:, :4], npz[f"seg_logits_fullres{size}_rows0to3"], "official rows")
+    h, w = npz[f"input_uint8{size}"].shape[1:3]
+    assert out["logits"].shape == (1, h, w, 21)
+    if h % 8 == 0 and w % 8 == 0:
+        _close(out["logits"][:, :4], npz[f"seg_logits_fullres{size}_rows0to3"], "input-size rows")
+
+
+def test_v1_v02_output_stride_8_dilates_only_what_the_official_code_does(golden_v1_v02):
+    """At output stride 8 the official v0.2 code dilates layer_5's inverted residual by 2
+    and nothing else in the backbone (the v1 block takes no dilation); ASPP 12/24/36."""
+    official = {name.removeprefix("encoder.").removesuffix(".block.conv"): dilation[0]
+                for name, _, _, dilation, _ in golden_v1_v02["manifest"]["dilated_convs"]
+                if name.startswith("encoder.")}
+    assert _dilations(golden_v1_v02["model"]) == official == {"layer_5.0.block.conv_3x3": 2}
+    assert golden_v1_v02["manifest"]["head"]["aspp_rates"] == [12, 24, 36] == [
+        golden_v1_v02["model"].get_layer(f"seg_head.aspp.aspp_layer.convs.{i}").dilation_rate
+        for i in (1, 2, 3)]
+
+
+def test_voc_v02_weights_are_the_retrained_v1_config(monkeypatch):
+    """weights="voc-v0.2": the registry entry, output stride 8, the v0.2 head, RGB input."""
+    calls = []
+    state_dict = load_torch_state_dict(f"{V1_V02}.pt")
+    monkeypatch.setattr(W, "pretrained_state_dict",
+                        lambda name, dataset: calls.append((name, dataset)) or state_dict)
+    model = kmv.DeepLabV3("mobilevit_xxs", weights="voc-v0.2", head=V1_V02_HEAD,
+                          input_shape=(320, 320, 3))
+    assert calls == [("deeplabv3_mobilevit_xxs", "voc-v0.2")]
+    npz = np.load(f"{V1_V02}.npz")
+    lowres = segmentation.get_endpoints(model)(npz["input_uint8"].astype("float32"))
+    _close(np.asarray(lowres["logits_lowres"]), npz["seg_logits_lowres"], "seg_logits_lowres")
+    assert ("deeplabv3_mobilevit_s", "voc-v0.2") in W.REGISTRY
+
+
+@pytest.mark.parametrize("backbone, head, bgr", [
+    ("mobilevit_xxs", None, True), ("mobilevitv3_xxs", None, True),  # v0.1: OpenCV, BGR
+    ("mobilevit_xxs", "v0.2", False), ("mobilevitv2_050", None, False),  # v0.2: PIL, RGB
+])
+def test_channel_order_follows_the_head_code_version(backbone, head, bgr):
+    model = kmv.DeepLabV3(backbone, head=head, input_shape=(64, 64, 3))
+    assert model.get_layer("preprocess").reverse_channels is bgr
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(head="v0.3"), "`head` must be None, one of ['v0.1', 'v0.2']"),
+    (dict(backbone="mobilevit_s", weights="voc", head="v0.2"),
+     "The 'voc' weights of mobilevit_s come with the cvnets-v0.1 head; got a cvnets-v0.2 head "
+     "(the v1-S retrained under cvnets v0.2 is weights='voc-v0.2')"),
+    (dict(backbone="mobilevit_s", weights="voc-v0.2", head="v0.1"),
+     "The 'voc-v0.2' weights of mobilevit_s come with the cvnets-v0.2 head; got a cvnets-v0.1"),
+])
+def test_head_errors(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kmv.DeepLabV3(**{"input_shape": (64, 64, 3), **kwargs})

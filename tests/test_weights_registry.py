@@ -5,6 +5,7 @@ import collections
 import re
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ SEGMENTATION = {
             "mobilevitv3_s", "mobilevitv3_050", "mobilevitv3_100"],
     "ade20k": [b for b in BACKBONES if b.startswith("mobilevitv2_")]
     + ["mobilevitv3_050", "mobilevitv3_075", "mobilevitv3_100"],
+    "voc-v0.2": ["mobilevit_s"],  # retrained under cvnets v0.2 (model zoo: 79.44 mIoU)
 }
 URL = re.compile(r"https://(docs-assets\.developer\.apple\.com/ml-research/models/cvnets(-v2)?/"
                  r"|github\.com/micronDLA/MobileViTv3/releases/download/v1\.0\.0/)[\w./-]+\.(pt|zip)")
@@ -104,6 +106,24 @@ def test_segmentation_download_keeps_published_prefixes(serve, fixtures_path):  
     assert server.served == ["/segmentation/pascalvoc/mobilevitv2/deeplabv3-mobilevitv2-0.5.pt"]
     server.stop()  # cached from now on
     assert list(W.pretrained_state_dict("deeplabv3_mobilevitv2_050", "voc")) == list(expected)
+
+
+def test_v1_s_v02_download_keeps_published_prefixes(serve):  # noqa: F811
+    """The v1-S DeepLabV3 retrained under cvnets v0.2 comes from the cvnets-v2 folder, its
+    keys as published (the repo's v0.2-config fixture stands in for the file)."""
+    server, root = serve()
+    fixture = Path(__file__).parent / "fixtures" / "deeplabv3_mobilevit_v1_xxs_v02.pt"
+    path = root / "segmentation/pascalvoc/deeplabv3-mobilevitv1.pt"
+    path.parent.mkdir(parents=True)
+    shutil.copy(fixture, path)
+    assert W.REGISTRY["deeplabv3_mobilevit_s", "voc-v0.2"].assets[0].url == (
+        "https://docs-assets.developer.apple.com/ml-research/models/cvnets-v2/"
+        "segmentation/pascalvoc/deeplabv3-mobilevitv1.pt")
+    got = W.pretrained_state_dict("deeplabv3_mobilevit_s", "voc-v0.2")
+    assert list(got) == list(load_torch_state_dict(fixture))
+    assert "seg_head.classifier.block.conv.weight" in got and any(
+        k.startswith("seg_head.aux_head.") for k in got)
+    assert server.served == ["/segmentation/pascalvoc/deeplabv3-mobilevitv1.pt"]
 
 
 def test_v3_detection_archive_and_module_prefix(serve, fixtures_path, tmp_path):  # noqa: F811
