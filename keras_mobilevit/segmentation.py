@@ -125,6 +125,16 @@ def _resolve_head(spec, weights, head):
     return head
 
 
+def seg_head(backbone, weights=None, head=None):
+    """The `architectures.SegHead` that `DeepLabV3(backbone, weights, head=head)` builds.
+
+    Example:
+        >>> seg_head("mobilevit_s", "voc-v0.2").aux_head     # the v0.2 head
+        True
+    """
+    return _resolve_head(architectures.get_spec(backbone), weights, head)
+
+
 def _segmentation_state_dict(weights, spec, encoder, head):
     """The official state_dict for named weights or a .pt path, or None (.h5, None).
 

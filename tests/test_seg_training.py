@@ -55,11 +55,13 @@ def test_aux_head_loss_weighs_04():
     full = float(segmentation.SegmentationLoss()(labels, logits))
     np.testing.assert_allclose(float(segmentation.SegmentationLoss(weight=0.4)(labels, logits)),
                                0.4 * full, rtol=1e-6)
-    with_aux = types.SimpleNamespace(model="mobilevitv2_050", segdet=factory.SegDetOptions())
+    with_aux = types.SimpleNamespace(model="mobilevitv2_050", weights=None,
+                                     segdet=factory.SegDetOptions())
     losses = factory.segmentation_loss(with_aux)
     assert set(losses) == {"logits", "aux_logits"}
     assert (losses["logits"].weight, losses["aux_logits"].weight) == (1.0, 0.4)
-    without = types.SimpleNamespace(model="mobilevitv3_xxs", segdet=factory.SegDetOptions())
+    without = types.SimpleNamespace(model="mobilevitv3_xxs", weights=None,
+                                    segdet=factory.SegDetOptions())
     assert isinstance(factory.segmentation_loss(without), segmentation.SegmentationLoss)
 
 
@@ -271,3 +273,21 @@ def test_backbone_from_a_classifier_trained_here(tmp_path):
         for a, b in zip(classifier.get_layer(name).get_weights(),
                         segmenter.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
+
+
+def test_the_v1_s_retrained_weights_train_with_their_own_head():
+    """--weights voc-v0.2 (mobilevit_s under cvnets v0.2): train.py accepts the name and
+    trains with that checkpoint's head (aux head, aux loss); plain v1 keeps the v0.1 head."""
+    from training import train
+
+    def config(model, weights):
+        return types.SimpleNamespace(model=model, weights=weights)
+
+    assert "voc-v0.2" in train.NAMED_WEIGHTS["segmentation"]
+    assert factory.has_aux_head(config("mobilevit_s", "voc-v0.2"))
+    assert not factory.has_aux_head(config("mobilevit_s", None))
+    assert not factory.has_aux_head(config("mobilevit_s", "voc"))
+    assert factory.has_aux_head(config("mobilevitv2_050", "ade20k"))
+    parsed, _ = train.parse_args(["--task", "segmentation", "--model", "mobilevit_s",
+                                  "--weights", "voc-v0.2"])
+    assert parsed.weights == "voc-v0.2" and parsed.segdet.output_stride is None

@@ -29,6 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
+from keras_mobilevit import segmentation as kmv_segmentation  # noqa: E402
+
 from training import data, distribute, loop, options, reporting, rundir, tasks  # noqa: E402
 from training.config import TrainConfig, resolve  # noqa: E402
 from training.recipes import Recipe  # noqa: E402
@@ -41,7 +43,8 @@ from training.segdet.factory import SegDetOptions  # noqa: E402
 PLUGIN_GROUP = "keras_mobilevit.training_plugins"
 # --weights NAME per task: official checkpoints (ImageNet classifiers, DeepLabV3 on
 # PASCAL VOC / ADE20k, SSDLite on COCO).
-NAMED_WEIGHTS = {"classification": ("imagenet",), "segmentation": ("voc", "ade20k"),
+NAMED_WEIGHTS = {"classification": ("imagenet",),
+                 "segmentation": tuple(kmv_segmentation.NAMED_WEIGHTS),
                  "detection": ("coco",)}
 
 

@@ -25,7 +25,8 @@ import weakref
 
 import keras
 
-from keras_mobilevit import architectures, box_coder
+from keras_mobilevit import box_coder
+from keras_mobilevit import segmentation as seg_lib
 from keras_mobilevit.detection import SSDLite
 from keras_mobilevit.segmentation import DeepLabV3
 from training import models as classification_models
@@ -46,7 +47,8 @@ class SegDetOptions:
     backbone_weights: str | None = option(
         None, "start the backbone from 'imagenet', an official classification .pt, or a "
         "classifier trained here (run/model.keras; layers matched by name)")
-    output_stride: int = option(16, "DeepLabV3 output stride", choices=(8, 16, 32))
+    output_stride: int = option(None, "DeepLabV3 output stride (default: the official "
+                                "config's of --weights, else 16)", choices=(8, 16, 32))
     head_lr_multiplier: float | None = option(
         None, "DeepLabV3 head learning rate / backbone's (default: 10 as cvnets; 1 on the "
         "bundled scenes, where the backbone starts from scratch too)", check=positive)
@@ -119,10 +121,11 @@ def _dense_recipe(official, recipe):
     return official
 
 
-def has_aux_head(model_name):
-    """True where DeepLabV3's official head has an auxiliary head (cvnets v0.2)."""
-    spec = architectures.get_spec(model_name)
-    return architectures.SEG_HEADS[spec.family.seg_head].aux_head
+def has_aux_head(config):
+    """True where the DeepLabV3 to train has an auxiliary head: the official head of
+    its named `--weights` (the v1-S "voc-v0.2": cvnets v0.2), else of its backbone."""
+    named = config.weights if config.weights in seg_lib.NAMED_WEIGHTS else None
+    return seg_lib.seg_head(config.model, named).aux_head
 
 
 def build_segmenter(config, transform=None):
@@ -133,7 +136,7 @@ def build_segmenter(config, transform=None):
                       classes=config.num_classes, output_stride=options.output_stride,
                       input_shape=(size, size, 3),
                       backbone_weights=_official(options.backbone_weights),
-                      aux_output=has_aux_head(config.model))
+                      aux_output=has_aux_head(config))
     model = _transfer_weights(model, config)
     return transform(model) if transform else model
 
@@ -222,7 +225,7 @@ def segmentation_settings(config):
         scale_min=_default(options.scale_min, default_min),
         scale_max=_default(options.scale_max, default_max),
         photometric=options.photometric, cache=config.cache,
-        aux_output=has_aux_head(config.model))
+        aux_output=has_aux_head(config))
 
 
 def detection_settings(config):
@@ -239,7 +242,7 @@ def detection_settings(config):
 
 def segmentation_loss(config):
     """Cross-entropy (ignore 255); with an aux head a dict, the aux loss weighted."""
-    if not has_aux_head(config.model):
+    if not has_aux_head(config):
         return segmentation.SegmentationLoss()
     return {"logits": segmentation.SegmentationLoss(),
             "aux_logits": segmentation.SegmentationLoss(weight=config.segdet.aux_loss_weight)}
@@ -248,7 +251,7 @@ def segmentation_loss(config):
 def segmentation_metrics(config):
     """Mean IoU of the main logits."""
     metric = [segmentation.mean_iou(config.num_classes)]
-    return {"logits": metric} if has_aux_head(config.model) else metric
+    return {"logits": metric} if has_aux_head(config) else metric
 
 
 def segmentation_lr_multipliers(config):
