@@ -113,6 +113,7 @@ def test_quant_error_of_a_detector_compares_boxes_of_confident_anchors():
     same = quant_error.compare("detection", detector, detector, images)
     assert same["confident_anchors"] > 10 and same["box_error_px_p90"] == 0
     assert same["anchors_within_a_pixel"] == same["detections_within_a_pixel"] == 1.0
+    assert same["confident_inside_image"] > 10 and same["inside_image_within_a_pixel"] == 1.0
     moved = keras.models.clone_model(detector)
     moved.set_weights(detector.get_weights())
     dense = [layer for layer in moved.layers if isinstance(layer, keras.layers.Dense)][0]
@@ -120,6 +121,21 @@ def test_quant_error_of_a_detector_compares_boxes_of_confident_anchors():
     shifted = quant_error.compare("detection", detector, moved, images)
     assert shifted["confident_anchors"] == same["confident_anchors"]
     assert shifted["box_error_px_p50"] > 1 and shifted["anchors_within_a_pixel"] < 0.5
+
+
+def test_inside_image_keeps_the_boxes_an_app_draws_unclipped():
+    boxes = np.array([[0, 0, 10, 10], [-0.5, 2, 160.5, 30], [-50, 0, 10, 300], [5, 5, 170, 9]])
+    kept, = task_accuracy.inside_image([(boxes, np.array([1, 2, 3, 4]),
+                                         np.array([.9, .8, .7, .6]))], 160)
+    np.testing.assert_array_equal(kept[0], boxes[:2])  # within a pixel of the edges: kept
+    np.testing.assert_array_equal(kept[1], [1, 2])
+    np.testing.assert_array_equal(kept[2], [.9, .8])
+    # the far box missed, the two inside found: 2 of 3 overall, 2 of 2 inside
+    found = [(boxes[:2] + 0.2, np.array([1, 2]), np.array([.9, .8]))]
+    reference = [(boxes[:3], np.array([1, 2, 3]), np.array([.9, .8, .7]))]
+    assert task_accuracy.matched_detections(reference, found) == (2, 3)
+    assert task_accuracy.matched_detections(
+        task_accuracy.inside_image(reference, 160), found) == (2, 2)
 
 
 def test_held_out_masks_are_the_eval_pipelines(seg_run):
@@ -253,6 +269,8 @@ def test_task_accuracy_report(tmp_path):
            "targets": benchmark.TASK_ACCURACY_TARGETS["detection"],
            "results": {"int8 PTQ": _row(mAP=0.28, mAP50=0.49, keras_detections_matched=0.9,
                                         confident_keras_detections=200,
+                                        keras_detections_inside_matched=0.93,
+                                        confident_keras_detections_inside=150,
                                         int8_keras_detections_matched=0.96,
                                         confident_int8_keras_detections=190)}}
     report = {"machine": {"cpu": "cpu", "cores": 2, "load_average_1m_at_start": 1.0,
@@ -264,6 +282,8 @@ def test_task_accuracy_report(tmp_path):
     assert "int8 QAT mIoU within 1.0 point of float: -0.50 points: **met**" in text
     assert "int8 PTQ finds >= 95% of the float Keras detections" in text
     assert "90.0% of 200: **not met**" in text
+    assert ("  - of those boxes inside the image (a diagnosis, not the target): 93.0% of 150"
+            in text)
     assert "  - of its int8 Keras model's: 96.0% of 190: **met**" in text
     assert "| int8 QAT | 61.50% | 98.00% | 2.00 MB | 0.25x | 10.00 ms | 12.00 ms | - |" in text
     assert "| int8 PTQ | 28.00% | 49.00% | 90.0% of 200 | 96.0% of 190 |" in text

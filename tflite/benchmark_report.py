@@ -115,6 +115,11 @@ def _task_accuracy_targets(entry):
                              f"{limit:.0%} of the float Keras detections above 0.5 score "
                              f"(same class, within a pixel): {share:.1%} of "
                              f"{row['confident_keras_detections']}: {_verdict(share >= limit)}")
+                if "keras_detections_inside_matched" in row:
+                    share = row["keras_detections_inside_matched"]
+                    lines.append(f"  - of those boxes inside the image (a diagnosis, not the "
+                                 f"target): {share:.1%} of "
+                                 f"{row['confident_keras_detections_inside']}")
                 if "int8_keras_detections_matched" in row:
                     share = row["int8_keras_detections_matched"]
                     lines.append(f"  - of its int8 Keras model's: {share:.1%} of "
@@ -178,6 +183,10 @@ def _header(report):
              "interleaved rounds in one process so that ratios are side by side. Other "
              "workers share this machine's cores: absolute numbers move with their load, "
              "ratios much less.", ""]
+    part = report.get("machine_latency_part")  # a report merged from two runs
+    if part:
+        lines[4:4] = [f"Latency part: 1-minute load {part['load_average_1m_at_start']:.1f} at "
+                      f"its start, {part['date']}.", ""]
     if not report.get("complete", True):
         lines += ["**Incomplete: the run is still going or stopped early; the parts below "
                   "are the ones it finished.**", ""]

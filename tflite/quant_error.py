@@ -13,7 +13,8 @@ network. What is compared, per task (`compare`):
 - detection: for every anchor the float model scores above 0.5, the decoded box's
   largest coordinate error in pixels (p50, p90, share under a pixel), and the share of
   the float model's confident detections found within a pixel (`task_accuracy`), as
-  `python -m tflite.benchmark --det-run` counts them for the `.tflite`.
+  `python -m tflite.benchmark --det-run` counts them for the `.tflite`; the same share
+  of those whose box lies inside the image (`task_accuracy.inside_image`).
 
 Example:
     >>> rows = quant_error("runs/ssdlite_x", ranges="mse", limit=200)
@@ -73,14 +74,18 @@ def compare(task, reference, model, images):
             box_coder.decode(out["box_regressions"], anchors))) * size
 
     error = np.abs(boxes(got) - boxes(want)).max(-1)[confident]
-    matched, total = task_accuracy.matched_detections(detection.detections(want, size),
-                                                      detection.detections(got, size))
+    reference, found = detection.detections(want, size), detection.detections(got, size)
+    matched, total = task_accuracy.matched_detections(reference, found)
+    inside, total_inside = task_accuracy.matched_detections(
+        task_accuracy.inside_image(reference, size), found)
     return {"confident_anchors": int(confident.sum()),
             "box_error_px_p50": float(np.percentile(error, 50)) if error.size else None,
             "box_error_px_p90": float(np.percentile(error, 90)) if error.size else None,
             "anchors_within_a_pixel": float(np.mean(error < 1)) if error.size else None,
             "detections_within_a_pixel": matched / total if total else None,
-            "confident_detections": total}
+            "confident_detections": total,
+            "inside_image_within_a_pixel": inside / total_inside if total_inside else None,
+            "confident_inside_image": total_inside}
 
 
 def quant_error(run, ranges=qat.DEFAULT_RANGES, limit=200, num_calib=100):
