@@ -16,7 +16,7 @@ import keras_mobilevit as kmv  # noqa: E402
 import segdet_utils  # noqa: E402
 from keras_mobilevit import layers as kmv_layers  # noqa: E402
 from tflite import (benchmark, benchmark_report, convert, data, latency,  # noqa: E402
-                    qat, quant_error, task_accuracy)
+                    qat, qat_layers, quant_error, task_accuracy)
 from training.datasets.fashion_scenes import make_scenes  # noqa: E402
 from training.segdet import detection, segmentation  # noqa: E402
 
@@ -64,12 +64,20 @@ def kmv_seg_run(seg_run, tmp_path_factory):
 def test_quant_error_leaves_one_part_at_a_time_in_float(kmv_seg_run):
     rows = quant_error.quant_error(str(kmv_seg_run), limit=5, num_calib=4)
     assert [r["float"] for r in rows] == ["none (all int8)", "layer_0", "layer_1", "layer_2",
-                                          "head", "up", "every activation"]
-    assert rows[-1]["fake_quants"] == sum(r["fake_quants"] for r in rows[1:-1])
-    # with every activation in float, only the int8 weights are left: closest to float
-    assert rows[-1]["pixel_agreement"] >= max(r["pixel_agreement"] for r in rows[:-1])
-    assert rows[-1]["pixel_agreement"] > 0.95
+                                          "head", "up", "every activation",
+                                          "every activation and weight",
+                                          "all that, and the fixed ranges"]
+    every, weights, fixed = rows[-3:]
+    assert every["fake_quants"] == weights["fake_quants"] == sum(
+        r["fake_quants"] for r in rows[1:-3])
+    assert fixed["fake_quants"] >= every["fake_quants"]  # + any fixed ranges (none here)
+    # with every activation in float, only the int8 weights are left: closer to float
+    assert every["pixel_agreement"] >= max(r["pixel_agreement"] for r in rows[:-3])
+    assert every["pixel_agreement"] > 0.95
+    # nothing int8 left: the twin computes the float model (no LayerNorm in this one)
+    assert fixed["pixel_agreement"] == 1.0
     assert "| every activation | " in quant_error.markdown(rows)
+    assert not qat_layers.Diagnosis.float_weights
     # the bypass was undone: the twin is all int8 again
     twin = convert.ptq_twin(keras.saving.load_model(kmv_seg_run / "model.keras"),
                             data.calibration_images(data.run_config(kmv_seg_run), 4))

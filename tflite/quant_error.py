@@ -1,6 +1,9 @@
 """Where a trained model's int8 error comes from: its QAT twin against the float model
 on held-out images, with the activation fake-quants of one part of the network at a time
-left in float (weights stay int8), then with every activation in float.
+left in float (weights stay int8), then with every activation in float, then also
+every weight, then also the fixed ranges (the input's; attention probabilities, whose
+int8 step is 1/256 as LiteRT's int8 softmax gives them): what is left in the last row
+is not int8 rounding (e.g. the QAT LayerNorm's variance floor).
 
     python -m tflite.quant_error runs/ssdlite_mobilevitv3_xxs-fashion_scenes --ranges mse
 
@@ -23,28 +26,44 @@ Example:
 """
 
 import argparse
+import contextlib
 import sys
 
 import numpy as np
 
 from keras_mobilevit import box_coder
 from keras_mobilevit.postprocess import SSDPostprocess
-from tflite import compat, convert, data, qat, range_search, task_accuracy
+from tflite import compat, convert, data, qat, qat_layers, range_search, task_accuracy
 from tflite.qat_layers import FakeQuant
 from training.segdet import detection
 
 CONFIDENT = task_accuracy.MIN_SCORE
 
 
-def parts(twin):
-    """{part: [its moving-range FakeQuants]} of a QAT twin, in layer order."""
+def parts(twin, fixed=False):
+    """{part: [its moving-range FakeQuants]} of a QAT twin, in layer order (`fixed`: the
+    fixed-range ones instead: the input's and the attention probabilities' 1/256 step)."""
     found = {}
     for layer in twin.layers:
         quants = [q for q in [layer, *compat.flatten_layers(layer)]
-                  if isinstance(q, FakeQuant) and q.fixed_range is None]
+                  if isinstance(q, FakeQuant) and (q.fixed_range is not None) == fixed]
         if quants:
             found.setdefault(layer.name.split(".")[0], []).extend(quants)
     return found
+
+
+@contextlib.contextmanager
+def _in_float(quants, weights=False):
+    """`quants` (and with `weights` every weight fake-quant) left in float inside."""
+    for q in quants:
+        q.bypass = True
+    qat_layers.Diagnosis.float_weights = weights
+    try:
+        yield
+    finally:
+        qat_layers.Diagnosis.float_weights = False
+        for q in quants:
+            q.bypass = False
 
 
 def _predict(model, images):
@@ -58,6 +77,7 @@ def compare(task, reference, model, images):
         want, got = (np.argmax(_predict(m, images), axis=-1) for m in (reference, model))
         return {"top1_agreement": float(np.mean(want == got))}
     if task == "segmentation":
+        model.predict_function = None  # as in `_predict`: a bypass switched since the last trace
         want, got = (task_accuracy.class_maps(m, images) for m in (reference, model))
         return {"pixel_agreement": float(np.mean(want == got))}
     anchors = next(layer for layer in reference.layers
@@ -102,15 +122,15 @@ def quant_error(run, ranges=qat.DEFAULT_RANGES, limit=200, num_calib=100):
                          "comes from the converter's own calibration): there are no "
                          "fake-quants to leave in float")
     rows = [{"float": "none (all int8)", **compare(task, float_model, twin, images)}]
-    for name, quants in [*groups.items(), ("every activation", sum(groups.values(), []))]:
-        for q in quants:
-            q.bypass = True
-        try:
+    moving = sum(groups.values(), [])
+    everything = moving + sum(parts(twin, fixed=True).values(), [])
+    for name, quants, weights in [*[(n, q, False) for n, q in groups.items()],
+                                  ("every activation", moving, False),
+                                  ("every activation and weight", moving, True),
+                                  ("all that, and the fixed ranges", everything, True)]:
+        with _in_float(quants, weights):
             rows.append({"float": name, "fake_quants": len(quants),
                          **compare(task, float_model, twin, images)})
-        finally:
-            for q in quants:
-                q.bypass = False
     return rows
 
 
