@@ -60,7 +60,7 @@ def tflite_detections(outputs, size):
 def inside_image(detections, size, tolerance=TOLERANCE_PX):
     """`detections` (per image: pixel xyxy boxes, labels, scores) without the boxes that
     reach more than `tolerance` pixels past a size x size image. A box decoded far past
-    the image (an under-trained detector's, e.g. 1,100 px tall on 160 px) moves by many
+    the image (an under-trained detector's, several times its height) moves by many
     pixels for one int8 step of its log-size; what an app draws is clipped anyway.
 
     Example:
