@@ -94,10 +94,10 @@ def compare(task, reference, model, images):
             box_coder.decode(out["box_regressions"], anchors))) * size
 
     error = np.abs(boxes(got) - boxes(want)).max(-1)[confident]
-    reference, found = detection.detections(want, size), detection.detections(got, size)
-    matched, total = task_accuracy.matched_detections(reference, found)
+    wanted, found = detection.detections(want, size), detection.detections(got, size)
+    matched, total = task_accuracy.matched_detections(wanted, found)
     inside, total_inside = task_accuracy.matched_detections(
-        task_accuracy.inside_image(reference, size), found)
+        task_accuracy.inside_image(wanted, size), found)
     return {"confident_anchors": int(confident.sum()),
             "box_error_px_p50": float(np.percentile(error, 50)) if error.size else None,
             "box_error_px_p90": float(np.percentile(error, 90)) if error.size else None,
