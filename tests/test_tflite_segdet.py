@@ -336,11 +336,14 @@ def ssdlite(fixtures_path):
 
 
 def _int8_structure(graph):
-    """uint8 raw pixels in, integer kernels: float only in the default float islands and
-    the detection op (float by design)."""
+    """uint8 raw pixels in, integer kernels: float only in the default float islands, the
+    detection op (float by design) and, for a detector, the float tail that feeds it."""
     assert graph.inputs[0].dtype == "uint8" and graph.inputs[0].scale == (1.0,)
     assert graph.inputs[0].zero_point == (0,)
-    floats = {op.name for op in analyze.float_ops(graph)}
+    tail = detection.float_tail(graph)
+    # the levels' concatenations, the box reorder and the class softmax, nothing else
+    assert {graph.ops[i].name for i in tail} <= {"CONCATENATION", "GATHER", "SOFTMAX"}
+    floats = {op.name for op in analyze.float_ops(graph) if op.index not in tail}
     assert floats <= {"QUANTIZE", "DEQUANTIZE", "SOFTMAX", "RSQRT", "ADD",
                       f"CUSTOM:{detection.OP_NAME}"}, floats
 
