@@ -174,19 +174,18 @@ def _thread_target(row, goal):
 
 def _header(report):
     info = report["machine"]
+    part = report.get("machine_latency_part")  # a report merged from two runs
     lines = ["# LiteRT benchmarks (tflite/)", "",
              f"Machine: {info['cpu']}, {info['cores']} cores (shared; 1-minute load "
              f"{info['load_average_1m_at_start']:.1f} at the start), {info['platform']}. "
              f"Interpreter: {info['interpreter']}. Converter: {info['converter']}. "
              f"Date: {info['date']}. Command: `{report['command']}`.", "",
+             *([f"Latency part: 1-minute load {part['load_average_1m_at_start']:.1f} at its "
+                f"start, {part['date']}.", ""] if part else []),
              "Latency: warm-up, then p50/p90 over timed invokes of batch 1, models timed in "
              "interleaved rounds in one process so that ratios are side by side. Other "
              "workers share this machine's cores: absolute numbers move with their load, "
              "ratios much less.", ""]
-    part = report.get("machine_latency_part")  # a report merged from two runs
-    if part:
-        lines[4:4] = [f"Latency part: 1-minute load {part['load_average_1m_at_start']:.1f} at "
-                      f"its start, {part['date']}.", ""]
     if not report.get("complete", True):
         lines += ["**Incomplete: the run is still going or stopped early; the parts below "
                   "are the ones it finished.**", ""]

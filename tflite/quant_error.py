@@ -67,17 +67,16 @@ def _in_float(quants, weights=False):
 
 
 def _predict(model, images):
-    model.predict_function = None  # a bypass switched since the last trace
     return model.predict(images, batch_size=32, verbose=0)
 
 
 def compare(task, reference, model, images):
     """How far `model`'s outputs on `images` are from `reference`'s ({metric: value})."""
+    model.predict_function = None  # a bypass switched since the last trace
     if task == "classification":
         want, got = (np.argmax(_predict(m, images), axis=-1) for m in (reference, model))
         return {"top1_agreement": float(np.mean(want == got))}
     if task == "segmentation":
-        model.predict_function = None  # as in `_predict`: a bypass switched since the last trace
         want, got = (task_accuracy.class_maps(m, images) for m in (reference, model))
         return {"pixel_agreement": float(np.mean(want == got))}
     anchors = next(layer for layer in reference.layers
