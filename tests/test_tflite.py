@@ -7,6 +7,7 @@ float parity. Error paths use tiny models. All 16 variants: tests/test_tflite_sl
 """
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -16,8 +17,8 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 import keras_mobilevit as kmv  # noqa: E402
-from tflite import (analyze, android, bounds, calibration, compat, convert, latency,  # noqa: E402
-                    op_profile, qat, qat_layers, range_ties, rewrite, workers)
+from tflite import (analyze, android, bounds, calibration, compat, convert,  # noqa: E402
+                    interpreter, latency, op_profile, qat, qat_layers, range_ties, rewrite, workers)
 
 SIZE = 32
 # What each float op left in the default int8 graph is there for (see tflite/README.md).
@@ -118,6 +119,29 @@ def test_int8_ptq_of_a_float_model_goes_through_its_qat_twin(float_model, qat_mo
     plain = _tiny()
     with pytest.warns(UserWarning, match="converter's own calibration.*Conv2D"):
         assert convert._ptq_twin(plain, _pixels(4, 8)) is plain
+
+
+def test_the_twin_computes_the_stem_as_the_int8_graph_does(qat_model, int8_tflite):
+    """The twin's fake-quant outputs are the int8 graph's values: at the stem (conv, then
+    swish as LOGISTIC, whose int8 output has a fixed 1/256 step, then MUL) 0.9% of the
+    int8 values are a step apart here (LiteRT's fixed-point LOGISTIC and MUL rounding);
+    with an exact sigmoid in the twin 6.6% were. Deeper layers drift further: one step
+    of float vs fixed-point rounding grows layer by layer, so only the stem is held."""
+    images = np.round(_pixels(4))
+    stem = keras.Model(qat_model.inputs, qat_model.get_layer("conv_1").output)
+    want = stem.predict(images, verbose=0)
+    it = interpreter.ready(int8_tflite, experimental_preserve_all_tensors=True,
+                           experimental_op_resolver_type=interpreter.WITHOUT_DELEGATES)
+    (tensor,) = [t for t in it.get_tensor_details()
+                 if re.search(r"/conv_1(_\d+)?/mul$", t["name"].split(";")[0])]
+    scale, zero = tensor["quantization"]
+    got = []
+    for image in images:
+        it.set_tensor(it.get_input_details()[0]["index"], image[None].astype(np.uint8))
+        it.invoke()
+        got.append(it.get_tensor(tensor["index"])[0].astype(np.float32) - zero)
+    steps_apart = np.abs(np.stack(got) - want / scale)
+    assert np.mean(steps_apart >= 0.5) < 0.02, np.mean(steps_apart >= 0.5)
 
 
 def test_float_bounds_cut_swish_and_norm_statistics(float_tflite, save):

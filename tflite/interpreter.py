@@ -13,9 +13,13 @@ Example:
 
 import os
 
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tflite import analyze, compat
+
+# `ready(..., experimental_op_resolver_type=WITHOUT_DELEGATES)`: LiteRT's own kernels, every
+# intermediate tensor readable (with experimental_preserve_all_tensors=True)
+WITHOUT_DELEGATES = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
 def ready(model, num_threads=1, seed=0, **options):

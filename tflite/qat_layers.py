@@ -160,9 +160,20 @@ class FakeQuant(keras.layers.Layer):
                 "fixed_range": self.fixed_range, "momentum": self.momentum}
 
 
-def _swish(x, fq_pre, fq_act, training):
+def _swish(x, fq_pre, fq_sigmoid, fq_act, training):
+    """swish as the int8 graph computes it: LOGISTIC, whose int8 output has LiteRT's
+    fixed 1/256 step (`fq_sigmoid`: rounded, and capped at 255/256), then MUL. With an
+    exact sigmoid the twin drifted off the `.tflite` from the first layer on (3.4% of
+    the stem's int8 outputs a step or more apart; 0.08% with it)."""
     x = fq_pre(x, training=training)
-    return fq_act(x * ops.sigmoid(x), training=training)
+    return fq_act(x * fq_sigmoid(ops.sigmoid(x), training=training), training=training)
+
+
+def _sigmoid_quant(activation):
+    """The fixed-range fake-quant of a swish's sigmoid (None for other activations)."""
+    if activation in ("swish", "silu"):
+        return FakeQuant(fixed_range=UNIT_RANGE, name="fq_sigmoid")
+    return None
 
 
 @_register
@@ -184,6 +195,7 @@ class QConvAct(keras.layers.Layer):
         # swish is LOGISTIC + MUL in the int8 graph (two ranges); relu is fused into the
         # conv, whose output range then starts at 0 (one range)
         self.fq_act = FakeQuant(momentum=momentum, name="fq_act") if activation == "swish" else None
+        self.fq_sigmoid = _sigmoid_quant(activation)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -209,7 +221,7 @@ class QConvAct(keras.layers.Layer):
         if self.bias is not None:
             x = x + self.bias
         if self.activation == "swish":
-            return _swish(x, self.fq_out, self.fq_act, training)
+            return _swish(x, self.fq_out, self.fq_sigmoid, self.fq_act, training)
         if self.activation == "relu":
             x = ops.relu(x)
         return self.fq_out(x, training=training)
@@ -275,6 +287,7 @@ class QDense(keras.layers.Layer):
             self.fq_act = FakeQuant(momentum=momentum, name="fq_act")
         elif self.activation == "softmax":
             self.fq_act = FakeQuant(fixed_range=UNIT_RANGE, name="fq_act")
+        self.fq_sigmoid = _sigmoid_quant(self.activation)
 
     def build(self, input_shape):
         self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
@@ -285,7 +298,7 @@ class QDense(keras.layers.Layer):
     def call(self, x, training=None):
         y = _dense(x, self.kernel, self.bias)
         if self.activation in ("silu", "swish"):
-            return _swish(y, self.fq_out, self.fq_act, training)
+            return _swish(y, self.fq_out, self.fq_sigmoid, self.fq_act, training)
         y = self.fq_out(y, training=training)
         if self.activation == "softmax":
             y = self.fq_act(ops.softmax(y, axis=-1), training=training)

@@ -1,8 +1,9 @@
 """Where a trained model's int8 error comes from: its QAT twin against the float model
 on held-out images, with the activation fake-quants of one part of the network at a time
 left in float (weights stay int8), then with every activation in float, then also
-every weight, then also the fixed ranges (the input's; attention probabilities, whose
-int8 step is 1/256 as LiteRT's int8 softmax gives them): what is left in the last row
+every weight, then also the fixed ranges (the input's; attention probabilities and
+swish's sigmoid, whose int8 step is 1/256 as LiteRT's int8 SOFTMAX / LOGISTIC give
+them): what is left in the last row
 is not int8 rounding (e.g. the QAT LayerNorm's variance floor).
 
     python -m tflite.quant_error runs/ssdlite_mobilevitv3_xxs-fashion_scenes --ranges mse
@@ -42,7 +43,8 @@ CONFIDENT = task_accuracy.MIN_SCORE
 
 def parts(twin, fixed=False):
     """{part: [its moving-range FakeQuants]} of a QAT twin, in layer order (`fixed`: the
-    fixed-range ones instead: the input's and the attention probabilities' 1/256 step)."""
+    fixed-range ones instead: the input's, and the 1/256 step of attention probabilities
+    and of swish's sigmoid)."""
     found = {}
     for layer in twin.layers:
         quants = [q for q in [layer, *compat.flatten_layers(layer)]
