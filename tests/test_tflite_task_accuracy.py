@@ -15,8 +15,8 @@ pytest.importorskip("ai_edge_litert")
 import keras_mobilevit as kmv  # noqa: E402
 import segdet_utils  # noqa: E402
 from keras_mobilevit import layers as kmv_layers  # noqa: E402
-from tflite import (benchmark, benchmark_report, convert, data, latency,  # noqa: E402
-                    qat, qat_layers, quant_error, task_accuracy)
+from tflite import (benchmark, benchmark_report, compat, convert, data,  # noqa: E402
+                    latency, qat, qat_layers, quant_error, task_accuracy)
 from training.datasets.fashion_scenes import make_scenes  # noqa: E402
 from training.segdet import detection, segmentation  # noqa: E402
 
@@ -60,6 +60,26 @@ def kmv_seg_run(seg_run, tmp_path_factory):
                 name="kmv_segmenter").save(root / "model.keras")
     return root
 
+
+
+def test_a_settled_random_model_keeps_trained_scale_activations():
+    """The latency benchmark's random models get BatchNorm statistics from images
+    (`benchmark.settled`): without them activations shrink ~10x per block and int8
+    ranges collapse (ops then fall out of XNNPACK). Each norm's moving statistics become
+    its input's on those images, so inference gives what a training-mode pass gives."""
+    keras.utils.set_random_seed(0)
+    model = kmv.create_model("mobilevitv3_xxs", input_shape=(64, 64, 3), classes=10)
+    probe = keras.Model(model.inputs, model.get_layer("layer_3.0.block.red_1x1").output)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 64, 64, 3)).astype("float32")
+    norms = [layer for layer in compat.flatten_layers(model)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [norm.momentum for norm in norms]
+    assert np.std(probe.predict(x, verbose=0)) < 1e-2  # fresh statistics: collapsed
+    assert benchmark.settled(model, x) is model
+    settled = probe.predict(x, verbose=0)
+    assert 0.9 < np.std(settled) < 1.1  # the block's last norm: unit variance
+    np.testing.assert_allclose(settled, probe(x, training=True), atol=1e-4)
+    assert norms and [norm.momentum for norm in norms] == momenta  # restored
 
 def test_quant_error_leaves_one_part_at_a_time_in_float(kmv_seg_run):
     rows = quant_error.quant_error(str(kmv_seg_run), limit=5, num_calib=4)

@@ -346,25 +346,33 @@ def _time_and_size(paths, failures, thread_counts, timing, keep_failed):
     return results
 
 
+# images of the calibration set that set a random model's BatchNorm statistics (`settled`)
+SETTLING_IMAGES = 16
+SETTLED_ON = f"{SETTLING_IMAGES} calibration images"
+
+
 def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baseline_python=None,
                       naive_ptq=False, float_bounds=False, seed=0, keep_failed=None,
                       peer=False):
-    """float32 vs PTQ int8 of one variant at `size` (random weights from `seed`) under
-    LiteRT; and LiteRT float32 vs ONNX Runtime on timm's export (`onnx_comparison`).
-    With `float_bounds`, also the `BOUNDS` models (lower bounds for float32 graph
-    changes). A model the interpreter dies on, or whose conversion `convert` refuses
-    (the converter's own PTQ, `naive_ptq`), gets an "error" row instead of numbers (the
-    others are still timed together); a file the interpreter died on is copied to
-    `keep_failed` for a bug report."""
+    """float32 vs PTQ int8 of one variant at `size` (random weights from `seed`, BatchNorm
+    statistics from the calibration images: `settled`) under LiteRT; and LiteRT float32
+    vs ONNX Runtime on timm's export (`onnx_comparison`). With `float_bounds`, also the
+    `BOUNDS` models (lower bounds for float32 graph changes). A model the interpreter
+    dies on, or whose conversion `convert` refuses (the converter's own PTQ,
+    `naive_ptq`), gets an "error" row instead of numbers (the others are still timed
+    together); a file the interpreter died on is copied to `keep_failed` for a bug
+    report."""
     # One set of random weights for every conversion: saved once, converted in turn.
     keras.utils.set_random_seed(seed)
     stem = os.path.join(workdir, f"{name}_{size}")
-    kmv.create_model(name, weights=None, input_shape=(size, size, 3)).save(stem + ".keras")
+    model = kmv.create_model(name, weights=None, input_shape=(size, size, 3))
+    settled(model, calib[:SETTLING_IMAGES]).save(stem + ".keras")
     paths, failures = _convert_variants(stem + ".keras", stem, calib[:32], naive_ptq, peer=peer)
     if float_bounds:
         paths.update(_bound_models(paths["float32"], stem))
     thread_counts = [1] + ([threads] if threads > 1 else [])
     result = {"model": name, "size": size, "seed": seed,
+              "batchnorm_statistics": SETTLED_ON,
               "results": _time_and_size(paths, failures, thread_counts, (warmup, runs),
                                         keep_failed)}
     if baseline_python and name.startswith(TIMM_PREFIXES) and "float32" not in failures:
@@ -376,15 +384,43 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     return result
 
 
+def settled(model, images):
+    """`model` (random weights) with each BatchNorm's moving statistics set to those of
+    its input on `images` (one pass in training mode with momentum 0): every norm then
+    outputs unit variance, as in a trained network. Returns `model`.
+
+    Why: with fresh statistics (mean 0, variance 1) a random MobileViT's activations
+    shrink ~10x per conv block, to ~1e-5 by stage 3 of mobilevitv3_050 at 256x256; its
+    int8 ranges collapse to their floor there, and the ops whose scales then differ by
+    1e5 fall out of XNNPACK (a residual ADD, LayerNorm MULs, requantizes): an int8 graph
+    no trained model has (8% slower there). float32 time does not depend on the values.
+
+    Example:
+        >>> settled(kmv.create_model("mobilevitv3_050"), calibration_images[:16])
+    """
+    norms = [layer for layer in compat.flatten_layers(model)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        model(images, training=True)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+    return model
+
+
 def task_benchmark(task, workdir, threads, warmup, runs, calib, qat_model=None, seed=0,
                    keep_failed=None):
     """float32 vs int8 PTQ (vs int8 QAT of the `qat_model` .keras) of a `TASK_MODELS`
-    model with random weights from `seed`: size, p50/p90 at 1 and `threads` threads,
-    peak memory. (Latency and size do not depend on the weights' values.)"""
+    model with random weights from `seed` (BatchNorm statistics from `calib`: `settled`):
+    size, p50/p90 at 1 and `threads` threads, peak memory."""
     spec = TASK_MODELS[task]
     keras.utils.set_random_seed(seed)
     size = spec["size"]
     model = getattr(kmv, spec["builder"])(spec["backbone"], input_shape=(size, size, 3))
+    settled(model, calib[:SETTLING_IMAGES])
     stem = os.path.join(workdir, f"{model.name}_{size}")
     model.save(stem + ".keras")
     paths, failures = _convert_variants(stem + ".keras", stem, calib, naive_ptq=False)
@@ -392,7 +428,7 @@ def task_benchmark(task, workdir, threads, warmup, runs, calib, qat_model=None, 
         paths["int8 QAT"] = convert_isolated(qat_model, f"{stem}_int8_qat.tflite", "int8", calib)
     thread_counts = [1] + ([threads] if threads > 1 else [])
     return {"task": task, "model": os.path.basename(stem), "size": size, "seed": seed,
-            "qat_model": qat_model, "targets": spec["targets"],
+            "batchnorm_statistics": SETTLED_ON, "qat_model": qat_model, "targets": spec["targets"],
             "results": _time_and_size(paths, failures, thread_counts, (warmup, runs), keep_failed)}
 
 

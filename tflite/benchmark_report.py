@@ -254,9 +254,16 @@ def _onnx_lines(ort):
     return lines
 
 
+def _weights(entry):
+    """What a latency entry's model weights were (`benchmark.settled`, from 2026-12-03)."""
+    if entry.get("batchnorm_statistics"):
+        return f"random weights, BatchNorm statistics from {entry['batchnorm_statistics']}"
+    return "random weights"
+
+
 def _latency_table(entry):
     lines = [f"## Latency: {entry['model']} at {entry['size']}x{entry['size']} "
-             "(random weights)", "",
+             f"({_weights(entry)})", "",
              "| model | size | vs float32 | p50 1 thread | p90 1 thread | p50 vs float32 "
              "| p50 N threads | model RSS | float ops |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -269,7 +276,7 @@ def _latency_table(entry):
 
 def _task_table(entry):
     lines = [f"## {entry['task'].capitalize()}: {entry['model']} at {entry['size']}x"
-             f"{entry['size']} (random weights)", "",
+             f"{entry['size']} ({_weights(entry)})", "",
              "| model | size | vs float32 | p50 1 thread | p90 1 thread | p50 vs float32 "
              "| p50 N threads | model RSS | float ops |",
              "|---|---|---|---|---|---|---|---|---|"]
