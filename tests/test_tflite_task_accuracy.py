@@ -61,7 +61,6 @@ def kmv_seg_run(seg_run, tmp_path_factory):
     return root
 
 
-
 def test_a_settled_random_model_keeps_trained_scale_activations():
     """The latency benchmark's random models get BatchNorm statistics from images
     (`benchmark.settled`): without them activations shrink ~10x per block and int8
@@ -80,6 +79,7 @@ def test_a_settled_random_model_keeps_trained_scale_activations():
     assert 0.9 < np.std(settled) < 1.1  # the block's last norm: unit variance
     np.testing.assert_allclose(settled, probe(x, training=True), atol=1e-4)
     assert norms and [norm.momentum for norm in norms] == momenta  # restored
+
 
 def test_quant_error_leaves_one_part_at_a_time_in_float(kmv_seg_run):
     rows = quant_error.quant_error(str(kmv_seg_run), limit=5, num_calib=4)
