@@ -362,11 +362,9 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     `naive_ptq`), gets an "error" row instead of numbers (the others are still timed
     together); a file the interpreter died on is copied to `keep_failed` for a bug
     report."""
-    # One set of random weights for every conversion: saved once, converted in turn.
-    keras.utils.set_random_seed(seed)
-    stem = os.path.join(workdir, f"{name}_{size}")
-    model = kmv.create_model(name, weights=None, input_shape=(size, size, 3))
-    settled(model, calib[:SETTLING_IMAGES]).save(stem + ".keras")
+    stem = _saved_random_model(
+        lambda: kmv.create_model(name, weights=None, input_shape=(size, size, 3)), seed,
+        calib, workdir, size)
     paths, failures = _convert_variants(stem + ".keras", stem, calib[:32], naive_ptq, peer=peer)
     if float_bounds:
         paths.update(_bound_models(paths["float32"], stem))
@@ -382,6 +380,17 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
         result["onnxruntime"] = onnx_comparison(baseline_python, name, compared, size, warmup,
                                                 runs)
     return result
+
+
+def _saved_random_model(build, seed, calib, workdir, size):
+    """`build()` with random weights from `seed` and BatchNorm statistics settled on
+    `calib` (`settled`), saved once as WORKDIR/<model name>_<size>.keras so that every
+    conversion starts from the same weights. Returns the path without ".keras"."""
+    keras.utils.set_random_seed(seed)
+    model = settled(build(), calib[:SETTLING_IMAGES])
+    stem = os.path.join(workdir, f"{model.name}_{size}")
+    model.save(stem + ".keras")
+    return stem
 
 
 def settled(model, images):
@@ -417,12 +426,10 @@ def task_benchmark(task, workdir, threads, warmup, runs, calib, qat_model=None, 
     model with random weights from `seed` (BatchNorm statistics from `calib`: `settled`):
     size, p50/p90 at 1 and `threads` threads, peak memory."""
     spec = TASK_MODELS[task]
-    keras.utils.set_random_seed(seed)
     size = spec["size"]
-    model = getattr(kmv, spec["builder"])(spec["backbone"], input_shape=(size, size, 3))
-    settled(model, calib[:SETTLING_IMAGES])
-    stem = os.path.join(workdir, f"{model.name}_{size}")
-    model.save(stem + ".keras")
+    stem = _saved_random_model(
+        lambda: getattr(kmv, spec["builder"])(spec["backbone"], input_shape=(size, size, 3)),
+        seed, calib, workdir, size)
     paths, failures = _convert_variants(stem + ".keras", stem, calib, naive_ptq=False)
     if qat_model:
         paths["int8 QAT"] = convert_isolated(qat_model, f"{stem}_int8_qat.tflite", "int8", calib)
