@@ -144,6 +144,58 @@ def test_the_twin_computes_the_stem_as_the_int8_graph_does(qat_model, int8_tflit
     assert np.mean(steps_apart >= 0.5) < 0.02, np.mean(steps_apart >= 0.5)
 
 
+def test_the_twin_computes_layernorm_and_resizes_with_the_int8_graphs_constants(save):
+    """LayerNorm's gamma and beta (int8 constants of a MUL and an ADD) and the patch
+    resize's interpolation matrices (int8 FULLY_CONNECTED weights, per row) enter the
+    twin as the int8 graph holds them: with the float values the twin multiplied by a
+    gamma up to 0.2% off and resized with weights up to 0.4% off (0.25 where the graph
+    has 42/127 of 0.75)."""
+    inputs = keras.Input((3, 3, 3))
+    x = kmv.layers.PatchResize(2, name="resize")(inputs)     # 3x3 -> 4x4
+    # no bias: the twin adds a float bias where the graph adds an int32 one (not emulated)
+    x = keras.layers.Dense(8, use_bias=False, name="dense")(x)
+    x = kmv.layers.LayerNorm(name="norm")(x)
+    x = kmv.layers.PatchResize(2, name="resize_back")([x, inputs])  # 4x4 -> 3x3
+    model = keras.Model(inputs, x)
+    rng, norm = np.random.default_rng(1), model.get_layer("norm")
+    norm.gamma.assign(rng.uniform(0.5, 1.5, norm.gamma.shape))  # trained-looking: off
+    norm.beta.assign(rng.normal(0, 0.2, norm.beta.shape))       # the int8 grid
+    twin = qat.make_qat_model(model, calibration_data=_pixels(8, 3), batch_size=8)
+    content = convert.convert(twin, "int8", _pixels(8, 3), task="classification")
+    graph, it = analyze.load(content), interpreter.ready(content)
+    # What it is for: the twin computes the int8 graph's values. 1.8% of them a step
+    # apart here (rounding of LiteRT's kernels: ties, requantization); 24% with the float
+    # gamma, beta and matrices.
+    images = np.round(_pixels(64, 3, seed=2))
+    steps_apart = np.abs(_predict(save(content), images) - twin.predict(images, verbose=0))
+    assert np.mean(steps_apart >= 0.5 * graph.outputs[0].scale[0]) < 0.05
+
+    def constants(op_name, layer_name):
+        return [t for op in graph.ops if op.name == op_name for t in op.inputs
+                if t.is_constant and t.dtype == "int8" and f"/{layer_name}_1/" in (t.name or "")]
+
+    def dequantized(t):
+        q = it.get_tensor(t.index).astype(np.float64)
+        scale, zero = np.asarray(t.scale), np.asarray(t.zero_point)
+        if scale.size > 1:  # per row (axis 0)
+            scale, zero = scale[:, None], zero[:, None]
+        return (q - zero) * scale
+
+    twin_norm = twin.get_layer("norm")
+    (gamma,), (beta,) = constants("MUL", "norm"), constants("ADD", "norm")
+    for graph_value, variable in ((gamma, twin_norm.gamma), (beta, twin_norm.beta)):
+        want = keras.ops.convert_to_numpy(qat_layers.quantize_constant(variable))
+        np.testing.assert_allclose(dequantized(graph_value), want, rtol=0, atol=1e-7)
+        assert not np.allclose(variable.numpy(), want, rtol=0, atol=1e-5)  # a change
+    resizes = [(op, t) for op in graph.ops if op.name == "FULLY_CONNECTED"
+               for t in op.inputs[1:2] if "resize" in (op.outputs[0].name or "")]
+    assert {t.shape for _, t in resizes} == {(4, 3), (3, 4)}
+    for _, t in resizes:
+        out_len, in_len = t.shape
+        want = qat_layers.quantized_rows(kmv.layers.resize_matrix(in_len, out_len, False))
+        np.testing.assert_allclose(dequantized(t), want, rtol=0, atol=1e-7)
+
+
 def test_float_bounds_cut_swish_and_norm_statistics(float_tflite, save):
     graph = analyze.load(float_tflite)
     counts = graph.op_counts()

@@ -10,6 +10,10 @@ scales):
 - moving min/max fake-quant on every activation the int8 graph holds: conv and Dense
   outputs, swish, attention q/k/v, scores, softmax, attention output, every
   intermediate of LayerNorm / GroupNorm, residual adds, concatenations, pooling.
+- the constants the int8 graph holds as int8 (LayerNorm's gamma and beta, the patch
+  resize's interpolation matrices) on the grid the converter puts them on, and swish's
+  sigmoid in the LOGISTIC's fixed 1/256 steps: the twin computes what the `.tflite`
+  computes, up to the rounding of LiteRT's kernels and the int32 biases.
 
 The quantization is also shaped for speed under LiteRT: the right-hand operands of
 the attention matmuls (keys and values) are quantized symmetrically, because XNNPACK
@@ -67,6 +71,28 @@ def quantize_weights(w, axis=None):
         m = ops.max(ops.abs(w), axis=axes)
     m = ops.stop_gradient(ops.maximum(m, MIN_WEIGHT_RANGE))
     return _fake_quant(w, -m, m, num_bits=8, narrow_range=True, axis=axis)
+
+
+def quantize_constant(w):
+    """`w` on the int8 grid the converter gives a constant operand of an elementwise op
+    (LayerNorm's gamma and beta): per tensor, asymmetric, over [min(0, min w), max(0,
+    max w)]. The int8 graph computes with that, not with `w` (off by up to half a
+    step, 0.2% of the largest value)."""
+    if Diagnosis.float_weights:
+        return w
+    lo = ops.stop_gradient(ops.minimum(ops.min(w), 0.0))
+    hi = ops.stop_gradient(ops.maximum(ops.maximum(ops.max(w), 0.0), lo + MIN_WEIGHT_RANGE))
+    return _fake_quant(w, lo, hi, num_bits=8)
+
+
+def quantized_rows(matrix):
+    """A constant [out, in] numpy matrix on the grid of the int8 weights the converter
+    makes of it (a FULLY_CONNECTED's: per output row, symmetric, narrow range):
+    `quantize_weights(matrix, axis=0)` run eagerly, even while a graph is traced, so
+    that the exported graph holds a plain constant."""
+    with tf.init_scope():
+        rows = quantize_weights(ops.convert_to_tensor(np.asarray(matrix, np.float32)), axis=0)
+        return ops.convert_to_numpy(rows)
 
 
 def _round_significant(v, bits=6):
@@ -417,7 +443,9 @@ class QLayerNorm(keras.layers.Layer):
         var = ops.maximum(var, (hi - lo) / 255.0)
         inv_std = fq["inv_std"](ops.rsqrt(var + self.epsilon))  # var >= 0: finite
         normed = fq["normed"](centered * inv_std)
-        return fq["out"](fq["scaled"](normed * self.gamma) + self.beta)
+        # gamma and beta as the int8 graph holds them (`quantize_constant`)
+        scaled = fq["scaled"](normed * quantize_constant(self.gamma))
+        return fq["out"](scaled + quantize_constant(self.beta))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -616,6 +644,13 @@ class QPatchResize(kmv_layers.PatchResize):
                           training=training)
         return x
 
+    def _matrix(self, in_len, out_len):
+        """The interpolation matrix on its int8 grid (`quantized_rows`): the exported
+        matmul's weights, which the float matrix missed by up to half a step
+        (0.4% of a row's largest weight)."""
+        matrix = kmv_layers.resize_matrix(in_len, out_len, self.align_corners)
+        return ops.convert_to_tensor(quantized_rows(matrix), dtype=self.compute_dtype)
+
     def _dynamic(self, x, like, training):
         """Sizes known only at run time (multi-scale training): the static graph's ops
         for the sizes met at run time, chosen by `tf.cond`, so the fake-quants see
@@ -631,8 +666,8 @@ class QPatchResize(kmv_layers.PatchResize):
                         ((in_h + p - 1) // p * p, (in_w + p - 1) // p * p))
 
         def resize(t, size, axis, fq):  # the static graph's matmul, bit for bit
-            m = kmv_layers.interpolation_matrix(ops.shape(t)[axis], size,
-                                                self.align_corners, t.dtype)
+            m = quantize_weights(kmv_layers.interpolation_matrix(
+                ops.shape(t)[axis], size, self.align_corners, t.dtype), axis=0)
             equation = "oh,bhwc->bowc" if axis == 1 else "ow,bhwc->bhoc"
             return fq(ops.einsum(equation, m, t), training=training)
 
