@@ -187,10 +187,10 @@ def test_the_twin_computes_layernorm_and_resizes_with_the_int8_graphs_constants(
         want = keras.ops.convert_to_numpy(qat_layers.quantize_constant(variable))
         np.testing.assert_allclose(dequantized(graph_value), want, rtol=0, atol=1e-7)
         assert not np.allclose(variable.numpy(), want, rtol=0, atol=1e-5)  # a change
-    resizes = [(op, t) for op in graph.ops if op.name == "FULLY_CONNECTED"
-               for t in op.inputs[1:2] if "resize" in (op.outputs[0].name or "")]
-    assert {t.shape for _, t in resizes} == {(4, 3), (3, 4)}
-    for _, t in resizes:
+    resizes = [op.inputs[1] for op in graph.ops  # the matmuls' weights
+               if op.name == "FULLY_CONNECTED" and "resize" in (op.outputs[0].name or "")]
+    assert {t.shape for t in resizes} == {(4, 3), (3, 4)}
+    for t in resizes:
         out_len, in_len = t.shape
         want = qat_layers.quantized_rows(kmv.layers.resize_matrix(in_len, out_len, False))
         np.testing.assert_allclose(dequantized(t), want, rtol=0, atol=1e-7)
