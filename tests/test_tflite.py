@@ -150,6 +150,7 @@ def test_the_twin_computes_layernorm_and_resizes_with_the_int8_graphs_constants(
     twin as the int8 graph holds them: with the float values the twin multiplied by a
     gamma up to 0.2% off and resized with weights up to 0.4% off (0.25 where the graph
     has 42/127 of 0.75)."""
+    keras.utils.set_random_seed(0)  # the Dense weights: the share below depends on them
     inputs = keras.Input((3, 3, 3))
     x = kmv.layers.PatchResize(2, name="resize")(inputs)     # 3x3 -> 4x4
     # no bias: the twin adds a float bias where the graph adds an int32 one (not emulated)
@@ -163,9 +164,9 @@ def test_the_twin_computes_layernorm_and_resizes_with_the_int8_graphs_constants(
     twin = qat.make_qat_model(model, calibration_data=_pixels(8, 3), batch_size=8)
     content = convert.convert(twin, "int8", _pixels(8, 3), task="classification")
     graph, it = analyze.load(content), interpreter.ready(content)
-    # What it is for: the twin computes the int8 graph's values. 1.8% of them a step
+    # What it is for: the twin computes the int8 graph's values. 0.2% of them a step
     # apart here (rounding of LiteRT's kernels: ties, requantization); 24% with the float
-    # gamma, beta and matrices.
+    # gamma, beta and matrices. (Over Dense seeds 0-7: 0.1-9.2% against 24-35%.)
     images = np.round(_pixels(64, 3, seed=2))
     steps_apart = np.abs(_predict(save(content), images) - twin.predict(images, verbose=0))
     assert np.mean(steps_apart >= 0.5 * graph.outputs[0].scale[0]) < 0.05
