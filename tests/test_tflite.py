@@ -210,6 +210,37 @@ def test_float_bounds_cut_swish_and_norm_statistics(float_tflite, save):
     assert np.isfinite(_predict(save(linear), _pixels(1))).all()
 
 
+@pytest.mark.parametrize("cut", [{"swish": True}, {"swish": True, "norms": True},
+                                 {"swish": True, "softmax": True}], ids=str)
+def test_int8_bounds_cut_op_families_and_their_float_islands(int8_tflite, save, cut):
+    """The int8 lower bounds (`--int8-bounds`): each cut family leaves no op behind (its
+    DEQUANTIZE / QUANTIZE island edges and variance floor included), every conv and
+    matmul stays, and every op left runs in XNNPACK if its kind did in the int8 graph:
+    the tensors it now reads carry the scales it needs (without that, XNNPACK refuses
+    the PAD and CONCATENATION after a cut swish and the model fails to load; with it
+    forced on a cut norm's input, the RESHAPE above it)."""
+    counts = analyze.load(int8_tflite).op_counts()
+    cut_graph, removed = bounds.without(int8_tflite, **cut)
+    left = analyze.load(cut_graph).op_counts()
+    assert "LOGISTIC" not in left and removed >= 2 * counts["LOGISTIC"]
+    for family, ops in (("norms", ("RSQRT", "MAXIMUM")), ("softmax", ("SOFTMAX",))):
+        if cut.get(family):
+            assert counts[ops[0]] and not any(op in left for op in ops)
+    if cut.get("norms") or cut.get("softmax"):  # the float islands' edges went with them
+        assert left.get("DEQUANTIZE", 0) < counts["DEQUANTIZE"]
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
+        assert left[op] == counts[op]
+    outside = _undelegated(int8_tflite)
+    assert _undelegated(cut_graph) <= outside, "ops pushed out of XNNPACK by the cut"
+    assert np.isfinite(_predict(save(cut_graph), _pixels(1))).all()
+
+
+def _undelegated(content):
+    """The kinds of op XNNPACK leaves to LiteRT's own kernels in `content`."""
+    ops, taken = analyze.load(content).ops, interpreter.delegated_ops(content)
+    return {op.name for op in ops if op.index not in taken}
+
+
 def test_qat_model_matches_float_model(float_model, qat_model):
     x = _pixels(8, seed=2)
     y_float = float_model.predict(x, verbose=0)
@@ -392,8 +423,9 @@ def test_a_model_the_interpreter_dies_on_is_reported_and_the_rest_timed(float_tf
     paths = {"float32": save(float_tflite), "float32 copy": save(float_tflite + b""),
              "broken": str(broken)}
     failures = {}
-    stats = workers.timed_apart(paths, 1, 1, 4, failures)
+    stats = workers.timed_apart(paths, (1, 2), 1, 4, failures)
     assert set(stats) == {"float32", "float32 copy"} and set(failures) == {"broken"}
+    assert all(set(by_threads) == {1, 2} for by_threads in stats.values())
     assert "broken.tflite" in failures["broken"] and "not a valid Flatbuffer" in failures["broken"]
 
 

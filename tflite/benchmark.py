@@ -97,9 +97,13 @@ TASK_RUN_FLAGS = {"segmentation": "seg", "detection": "det"}  # --seg-run, --det
 # Calibration images of a random-weight task model (its ranges only set the int8 speed;
 # at 512x512 each image costs seconds of calibration).
 TASK_CALIBRATION = 16
-# `--float-bounds`: the float32 graph with op families cut out (see tflite/bounds.py).
-BOUNDS = {"float32 bound: no swish": {"swish": True},
-          "float32 bound: no swish, no norm statistics": {"swish": True, "norms": True}}
+# `--float-bounds` / `--int8-bounds`: the float32 / int8 PTQ graph with op families cut
+# out (see tflite/bounds.py): {label of the file cut: {bound label: what is cut}}.
+BOUNDS = {"float32": {"float32 bound: no swish": {"swish": True},
+                      "float32 bound: no swish, no norm statistics": {"swish": True, "norms": True}},
+          "int8 PTQ": {"int8 bound: no swish": {"swish": True},
+                       "int8 bound: no swish, no norm statistics": {"swish": True, "norms": True},
+                       "int8 bound: no swish, no softmax": {"swish": True, "softmax": True}}}
 # timm has every v1 and v2 variant under the same names (no v3): the ONNX reference.
 TIMM_PREFIXES = ("mobilevit_", "mobilevitv2_")
 
@@ -216,12 +220,11 @@ def _convert_or_refuse(paths, refused, label, keras_path, out, *args, **kwargs):
 
 def _measured_rows(paths, threads, warmup, runs):
     """{label: file size, float ops, latency at 1 and `threads` threads, peak memory}."""
-    lat = isolated("latency", paths=paths, threads=1, warmup=warmup, runs=runs)
-    lat_n = (isolated("latency", paths=paths, threads=threads, warmup=warmup, runs=runs)
-             if threads > 1 else {})
+    counts = [1] + ([threads] if threads > 1 else [])
+    lat = isolated("latency_by_threads", paths=paths, thread_counts=counts, warmup=warmup,
+                   runs=runs)
     return {label: {**_file_row(label, path, paths["float32"]),
-                    "latency_1_thread": lat[label],
-                    **({f"latency_{threads}_threads": lat_n[label]} if lat_n else {}),
+                    **{f"latency_{t}_thread": lat[label][t] for t in counts},
                     **latency.peak_memory(path)} for label, path in paths.items()}
 
 
@@ -275,8 +278,8 @@ def onnx_comparison(python, timm_name, litert_paths, size, warmup, runs,
     (`baseline_onnx.EXPORTERS`), 1 thread each, in timing processes asked in turn (see
     `workers.TimingServer`): every model gets the same timing method and the same load.
 
-    `litert_paths`: {label: .tflite}: "float32", "int8 PTQ" and any `--float-bounds`
-    models. Ratios are against the fastest export (a user picks the faster file)."""
+    `litert_paths`: {label: .tflite}: "float32", "int8 PTQ" and any `--float-bounds` /
+    `--int8-bounds` models. Ratios are against the fastest export (a user picks the faster file)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_onnx.py")
     servers = {}
     try:
@@ -307,30 +310,33 @@ def onnx_comparison(python, timm_name, litert_paths, size, warmup, runs,
               "litert_float32_1_thread": stats["float32"],
               "litert_float32_vs_onnxruntime": vs("float32"),
               "bounds": {label: {"litert_1_thread": s, "vs_onnxruntime": vs(label)}
-                         for label, s in stats.items() if label.startswith("float32 bound")}}
+                         for label, s in stats.items() if " bound: " in label}}
     if "int8 PTQ" in stats:
         result.update(litert_int8_1_thread=stats["int8 PTQ"],
                       litert_int8_vs_onnxruntime=vs("int8 PTQ"))
     return result
 
 
-def _bound_models(float_path, stem):
-    """{label: path} of the `BOUNDS` models cut out of the float32 `.tflite`."""
-    with open(float_path, "rb") as f:
+def _bound_models(paths, which):
+    """{label: path} of the `BOUNDS` models cut out of `paths[which]` ("float32" or
+    "int8 PTQ"), written beside it."""
+    with open(paths[which], "rb") as f:
         content = f.read()
-    paths = {}
-    for i, (label, cut) in enumerate(BOUNDS.items()):
-        paths[label] = f"{stem}_float32_bound{i}.tflite"
-        fileio.write_bytes_atomic(paths[label], bounds.without(content, **cut)[0])
-    return paths
+    stem = paths[which][:-len(".tflite")]
+    cut_paths = {}
+    for i, (label, cut) in enumerate(BOUNDS[which].items()):
+        cut_paths[label] = f"{stem}_bound{i}.tflite"
+        fileio.write_bytes_atomic(cut_paths[label], bounds.without(content, **cut)[0])
+    return cut_paths
 
 
 def _time_and_size(paths, failures, thread_counts, timing, keep_failed):
     """{label: latency per thread count, file size, float ops, memory, or "error"}."""
     results = {label: {} for label in [*paths, *failures]}
-    for t in thread_counts:
-        alive = {k: v for k, v in paths.items() if k not in failures}
-        for label, stats in timed_apart(alive, t, *timing, failures).items():
+    alive = {k: v for k, v in paths.items() if k not in failures}
+    # every thread count in the same interleaved rounds: speed-ups side by side
+    for label, by_threads in timed_apart(alive, thread_counts, *timing, failures).items():
+        for t, stats in by_threads.items():
             results[label][f"latency_{t}_thread"] = stats
     for label, row in results.items():
         path = paths.get(label)
@@ -353,11 +359,12 @@ SETTLED_ON = f"{SETTLING_IMAGES} calibration images"
 
 def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baseline_python=None,
                       naive_ptq=False, float_bounds=False, seed=0, keep_failed=None,
-                      peer=False):
+                      peer=False, int8_bounds=False):
     """float32 vs PTQ int8 of one variant at `size` (random weights from `seed`, BatchNorm
     statistics from the calibration images: `settled`) under LiteRT; and LiteRT float32
     vs ONNX Runtime on timm's export (`onnx_comparison`). With `float_bounds`, also the
-    `BOUNDS` models (lower bounds for float32 graph changes). A model the interpreter
+    `BOUNDS` models of float32 (lower bounds for float32 graph changes), with
+    `int8_bounds` those of int8 PTQ (lower bounds for int8 graph changes). A model the interpreter
     dies on, or whose conversion `convert` refuses (the converter's own PTQ,
     `naive_ptq`), gets an "error" row instead of numbers (the others are still timed
     together); a file the interpreter died on is copied to `keep_failed` for a bug
@@ -366,8 +373,9 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
         lambda: kmv.create_model(name, weights=None, input_shape=(size, size, 3)), seed,
         calib, workdir, size)
     paths, failures = _convert_variants(stem + ".keras", stem, calib[:32], naive_ptq, peer=peer)
-    if float_bounds:
-        paths.update(_bound_models(paths["float32"], stem))
+    for wanted, which in ((float_bounds, "float32"), (int8_bounds, "int8 PTQ")):
+        if wanted and which in paths:
+            paths.update(_bound_models(paths, which))
     thread_counts = [1] + ([threads] if threads > 1 else [])
     result = {"model": name, "size": size, "seed": seed,
               "batchnorm_statistics": SETTLED_ON,
@@ -375,7 +383,7 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
                                         keep_failed)}
     if baseline_python and name.startswith(TIMM_PREFIXES) and "float32" not in failures:
         compared = {label: p for label, p in paths.items()
-                    if label.startswith("float32") or label == "int8 PTQ"}
+                    if label.startswith(("float32", "int8 bound")) or label == "int8 PTQ"}
         compared = {label: p for label, p in compared.items() if label not in failures}
         result["onnxruntime"] = onnx_comparison(baseline_python, name, compared, size, warmup,
                                                 runs)
@@ -502,6 +510,9 @@ def _parser():
                         "same calibration images (needs: pip install -e .[bench])")
     parser.add_argument("--float-bounds", action="store_true",
                         help="also time float32 with swish / norm statistics cut out (lower bounds)")
+    parser.add_argument("--int8-bounds", action="store_true",
+                        help="also time int8 PTQ with swish / norm statistics / softmax cut "
+                        "out (lower bounds for int8 graph changes)")
     parser.add_argument("--seed", type=int, default=0, help="random weights of the latency models")
     parser.add_argument("--baseline-python", help="python of the venv with torch, timm, onnxruntime")
     parser.add_argument("--out", default=None,
@@ -570,7 +581,8 @@ def main(argv=None):
                 report["latency"].append(latency_benchmark(
                     name, args.size, workdir, args.threads, args.warmup, args.runs, calib,
                     args.baseline_python, args.naive_ptq, args.float_bounds, args.seed,
-                    keep_failed=os.path.join(out, "failed"), peer=args.edge_quantizer))
+                    keep_failed=os.path.join(out, "failed"), peer=args.edge_quantizer,
+                    int8_bounds=args.int8_bounds))
                 benchmark_report.save(report, out)
         for task in args.tasks:
             report.setdefault("tasks", []).append(_task_part(task, args, workdir, out))

@@ -45,7 +45,8 @@ def _convert(keras_path, out, mode, calibration=None, ptq="auto", **options):
     return out
 
 
-WORKER_FUNCTIONS = {"latency": latency.latency, "predict_tflite": latency.predict,
+WORKER_FUNCTIONS = {"latency": latency.latency, "latency_by_threads": latency.latency_by_threads,
+                    "predict_tflite": latency.predict,
                     "predict_outputs": latency.predict_outputs,
                     "invoke": latency.invoke, "op_profile": op_profile.profile,
                     "delegated_ops": lambda model: sorted(interpreter.delegated_ops(model)),
@@ -111,12 +112,14 @@ def convert_isolated(keras_path, out, mode, calibration=None, **kwargs):
                         calibration=calibration, **kwargs))
 
 
-def timed_apart(paths, threads, warmup, runs, failures):
-    """`latency.latency` of `paths` in a worker; if the worker dies (LiteRT has aborted
-    with SIGABRT on some graphs), each model is first invoked alone to find the one(s)
-    that kill it, those go into `failures` ({label: reason}), and the rest are timed."""
+def timed_apart(paths, thread_counts, warmup, runs, failures):
+    """`latency.latency_by_threads` of `paths` in a worker ({label: {threads: stats}});
+    if the worker dies (LiteRT has aborted with SIGABRT on some graphs), each model is
+    first invoked alone at each thread count to find the one(s) that kill it, those go
+    into `failures` ({label: reason}), and the rest are timed."""
     def timed(models):
-        return isolated("latency", paths=models, threads=threads, warmup=warmup, runs=runs)
+        return isolated("latency_by_threads", paths=models, thread_counts=list(thread_counts),
+                        warmup=warmup, runs=runs)
 
     try:
         return timed(paths)
@@ -126,7 +129,8 @@ def timed_apart(paths, threads, warmup, runs, failures):
     survivors = {}
     for label, path in paths.items():
         try:
-            isolated("invoke", path=path, threads=threads, retry=False)
+            for threads in thread_counts:
+                isolated("invoke", path=path, threads=threads, retry=False)
             survivors[label] = path
         except (subprocess.CalledProcessError, WorkerError) as e:
             failures[label] = (f"the LiteRT interpreter failed ({failure_reason(e)}) invoking "
