@@ -279,7 +279,8 @@ def onnx_comparison(python, timm_name, litert_paths, size, warmup, runs,
     `workers.TimingServer`): every model gets the same timing method and the same load.
 
     `litert_paths`: {label: .tflite}: "float32", "int8 PTQ" and any `--float-bounds` /
-    `--int8-bounds` models. Ratios are against the fastest export (a user picks the faster file)."""
+    `--int8-bounds` models. Ratios are against the fastest export (a user picks the
+    faster file)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_onnx.py")
     servers = {}
     try:
@@ -364,8 +365,8 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     statistics from the calibration images: `settled`) under LiteRT; and LiteRT float32
     vs ONNX Runtime on timm's export (`onnx_comparison`). With `float_bounds`, also the
     `BOUNDS` models of float32 (lower bounds for float32 graph changes), with
-    `int8_bounds` those of int8 PTQ (lower bounds for int8 graph changes). A model the interpreter
-    dies on, or whose conversion `convert` refuses (the converter's own PTQ,
+    `int8_bounds` those of int8 PTQ (lower bounds for int8 graph changes). A model the
+    interpreter dies on, or whose conversion `convert` refuses (the converter's own PTQ,
     `naive_ptq`), gets an "error" row instead of numbers (the others are still timed
     together); a file the interpreter died on is copied to `keep_failed` for a bug
     report."""

@@ -172,8 +172,8 @@ def _thread_target(row, goal, float_row=None):
     key = f"latency_{multi[0]['threads']}_thread"
     context = ""
     if float_row and key in float_row:
-        context = (f" (float32 {float_row['latency_1_thread']['p50_ms'] / float_row[key]['p50_ms']:.2f}x"
-                   ", timed alongside)")
+        float_speedup = float_row["latency_1_thread"]["p50_ms"] / float_row[key]["p50_ms"]
+        context = f" (float32 {float_speedup:.2f}x, timed alongside)"
     return [f"  - int8 {multi[0]['threads']}-thread speed-up over 1 thread >= "
             f"{goal['int8_thread_speedup']}x: {speedup:.2f}x{context}: "
             f"{_verdict(speedup >= goal['int8_thread_speedup'])}"]
