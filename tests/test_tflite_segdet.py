@@ -519,6 +519,9 @@ def test_task_report_goes_to_its_own_benchmarks_section(tmp_path):
     assert "int8 p50 <= 0.6x float32 (1 thread): 0.50x: **met**" in text
     benchmark_report.update_section(str(md), report, "out/benchmark.json")  # replaced, once
     assert md.read_text().count("segmentation and detection (tflite/)") == 1
+    again = md.read_text()  # rendered again: the same file (no blank line added each time)
+    benchmark_report.update_section(str(md), report, "out/benchmark.json")
+    assert md.read_text() == again
 
 
 def test_calibration_images_of_a_detection_run(tmp_path):

@@ -418,7 +418,7 @@ def update_section(benchmarks_md, report, source):
             end = next(i for i in range(start + 1, len(lines))
                        if lines[i].startswith("## ") or lines[i].startswith("### Notes"))
         body = [BEGIN.format(source=source), "", markdown(classification, level=2), END, ""]
-        lines = lines[:start] + body + lines[end:]
+        lines = lines[:start] + body + _without_leading_blanks(lines[end:])
     if any(report.get(part) for part in task_parts):
         tasks = {k: v for k, v in report.items() if k not in ("accuracy", "latency")}
         start = _marker(lines, TASKS_BEGIN)
@@ -426,8 +426,15 @@ def update_section(benchmarks_md, report, source):
         start = len(lines) if start is None else start
         body = [TASKS_BEGIN.format(source=source), "",
                 markdown(tasks, level=2, title=TASKS_TITLE), TASKS_END, ""]
-        lines = lines[:start] + body + lines[end:]
+        lines = lines[:start] + body + _without_leading_blanks(lines[end:])
     fileio.write_text_atomic(benchmarks_md, "\n".join(lines))
+
+
+def _without_leading_blanks(lines):
+    """`lines` from the first non-blank one: the body ends in one blank line already (a
+    re-render added one more blank line each time)."""
+    first = next((i for i, ln in enumerate(lines) if ln.strip()), len(lines))
+    return lines[first:]
 
 
 def _marker(lines, begin):
