@@ -156,8 +156,26 @@ def _at(items, index):
     return items[index]
 
 
+def builtin_code(oc):
+    """The `schema.BuiltinOperator` value of an operator code (old files keep codes < 127
+    in the deprecated field, new ones in `builtinCode`)."""
+    return max(oc.builtinCode, oc.deprecatedBuiltinCode)
+
+
+def wiring(sg):
+    """({tensor: [indices of the ops reading it]}, {tensor: index of the op writing it})
+    of a `schema.SubGraphT`."""
+    consumers, producer = {}, {}
+    for i, op in enumerate(sg.operators):
+        for t in op.inputs:
+            consumers.setdefault(int(t), []).append(i)
+        for t in op.outputs:
+            producer[int(t)] = i
+    return consumers, producer
+
+
 def _op_name(oc):
-    code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+    code = builtin_code(oc)
     name = _OP_NAMES.get(code, str(code))
     if name == "CUSTOM":
         custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode

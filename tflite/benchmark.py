@@ -218,9 +218,14 @@ def _convert_or_refuse(paths, refused, label, keras_path, out, *args, **kwargs):
         refused[label] = "conversion refused: " + " ".join(str(e).split())  # one line
 
 
+def _thread_counts(threads):
+    """The thread counts a benchmark times: 1, and `threads` if more."""
+    return [1] + ([threads] if threads > 1 else [])
+
+
 def _measured_rows(paths, threads, warmup, runs):
     """{label: file size, float ops, latency at 1 and `threads` threads, peak memory}."""
-    counts = [1] + ([threads] if threads > 1 else [])
+    counts = _thread_counts(threads)
     lat = isolated("latency_by_threads", paths=paths, thread_counts=counts, warmup=warmup,
                    runs=runs)
     return {label: {**_file_row(label, path, paths["float32"]),
@@ -377,7 +382,7 @@ def latency_benchmark(name, size, workdir, threads, warmup, runs, calib, baselin
     for wanted, which in ((float_bounds, "float32"), (int8_bounds, "int8 PTQ")):
         if wanted and which in paths:
             paths.update(_bound_models(paths, which))
-    thread_counts = [1] + ([threads] if threads > 1 else [])
+    thread_counts = _thread_counts(threads)
     result = {"model": name, "size": size, "seed": seed,
               "batchnorm_statistics": SETTLED_ON,
               "results": _time_and_size(paths, failures, thread_counts, (warmup, runs),
@@ -442,7 +447,7 @@ def task_benchmark(task, workdir, threads, warmup, runs, calib, qat_model=None, 
     paths, failures = _convert_variants(stem + ".keras", stem, calib, naive_ptq=False)
     if qat_model:
         paths["int8 QAT"] = convert_isolated(qat_model, f"{stem}_int8_qat.tflite", "int8", calib)
-    thread_counts = [1] + ([threads] if threads > 1 else [])
+    thread_counts = _thread_counts(threads)
     return {"task": task, "model": os.path.basename(stem), "size": size, "seed": seed,
             "batchnorm_statistics": SETTLED_ON, "qat_model": qat_model, "targets": spec["targets"],
             "results": _time_and_size(paths, failures, thread_counts, (warmup, runs), keep_failed)}

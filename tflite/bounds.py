@@ -35,24 +35,15 @@ _SAME_SCALE = (_OP.PAD, _OP.RESHAPE, _OP.TRANSPOSE, _OP.CONCATENATION, _OP.STRID
                _OP.SLICE, _OP.SQUEEZE, _OP.EXPAND_DIMS)
 
 
-def _code(model, op):
-    oc = model.operatorCodes[op.opcodeIndex]
-    return max(oc.builtinCode, oc.deprecatedBuiltinCode)
-
-
 class _Graph:
     """Producers and consumers of subgraph 0's tensors, and walks past island edges."""
 
     def __init__(self, model):
         self.model, self.ops = model, model.subgraphs[0].operators
-        self.producer = {int(t): i for i, op in enumerate(self.ops) for t in op.outputs}
-        self.consumers = {}
-        for i, op in enumerate(self.ops):
-            for t in op.inputs:
-                self.consumers.setdefault(int(t), []).append(i)
+        self.consumers, self.producer = analyze.wiring(model.subgraphs[0])
 
     def code(self, i):
-        return _code(self.model, self.ops[i])
+        return analyze.builtin_code(self.model.operatorCodes[self.ops[i].opcodeIndex])
 
     def up(self, tensor, drop):
         """The op producing `tensor`, past any `_EDGES` op (added to `drop`)."""
@@ -154,7 +145,7 @@ def without(content, swish=True, norms=False, softmax=False):
         while alias[out] in alias:
             alias[out] = alias[alias[out]]
     for out, x in alias.items():
-        scaled = [c for c in g.consumers.get(out, []) if g.code(c) in _SAME_SCALE]
+        scaled = any(g.code(c) in _SAME_SCALE for c in g.consumers.get(out, []))
         if scaled and sg.tensors[out].quantization is not None:  # int8
             g.retag(x, sg.tensors[out].quantization)
     sg.operators = [op for i, op in enumerate(sg.operators) if i not in drop]

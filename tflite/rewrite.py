@@ -22,7 +22,7 @@ _INT8 = (schema.TensorType.INT8, schema.TensorType.UINT8)
 
 def _opcode(model, builtin):
     for i, oc in enumerate(model.operatorCodes):
-        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == builtin:
+        if analyze.builtin_code(oc) == builtin:
             return i
     oc = schema.OperatorCodeT()
     oc.builtinCode = builtin
@@ -78,7 +78,7 @@ def float_islands(content, op_names=("SOFTMAX", "RSQRT"), epsilon_adds=True, ops
         return content
     model = copy.deepcopy(graph.model)
     sg = model.subgraphs[0]
-    consumers, producer = _wiring(sg)
+    consumers, producer = analyze.wiring(sg)
     outputs = {int(t) for t in sg.outputs}
     dequantize, quantize = _opcode(model, schema.BuiltinOperator.DEQUANTIZE), \
         _opcode(model, schema.BuiltinOperator.QUANTIZE)
@@ -125,17 +125,6 @@ def float_islands(content, op_names=("SOFTMAX", "RSQRT"), epsilon_adds=True, ops
     return analyze.pack(model)
 
 
-def _wiring(sg):
-    """({tensor: [indices of the ops reading it]}, {tensor: index of the op writing it})."""
-    consumers, producer = {}, {}
-    for i, op in enumerate(sg.operators):
-        for t in op.inputs:
-            consumers.setdefault(int(t), []).append(i)
-        for t in op.outputs:
-            producer[int(t)] = i
-    return consumers, producer
-
-
 def _unrequantized(model, sg, t, producer, consumers, targets, outputs):
     """The int8 tensor a requantizing QUANTIZE read to make `t`, if only island ops read
     `t`; else `t`."""
@@ -151,8 +140,7 @@ def _unrequantized(model, sg, t, producer, consumers, targets, outputs):
 
 def _is(model, op, builtin):
     """Whether `op` is the builtin op `builtin` (a `schema.BuiltinOperator` value)."""
-    oc = model.operatorCodes[op.opcodeIndex]
-    return max(oc.builtinCode, oc.deprecatedBuiltinCode) == builtin
+    return analyze.builtin_code(model.operatorCodes[op.opcodeIndex]) == builtin
 
 
 def _without_round_trips(model, ops, outputs):
