@@ -63,7 +63,7 @@ def latency_by_threads(paths, thread_counts=(1, 2), warmup=10, runs=50, rounds=1
     """{label: {threads: p50/p90/mean ms}}: each `{label: path}` at each thread count, all
     in the same interleaved rounds, so that a speed-up from more threads is measured side
     by side (a busy second core hits the 1- and the N-thread invokes alike; timed one
-    after the other, the 2-thread speed-up of the same file moved from 1.1x to 1.9x).
+    after the other, a change of load between them moves the speed-up).
 
     Example:
         >>> latency_by_threads({"int8": "m_int8.tflite"}, (1, 2))
